@@ -1,0 +1,52 @@
+"""Settings: the one place for addresses, paths and limits (environment prefix ``RAY_RUNTIME_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CoordinatorSettings", "Settings"]
+
+
+class CoordinatorSettings(BaseSettings):
+    """How the coordinator actor stores, leases, retries and retains.
+
+    Read in the actor's own process (on the head node), so ``RAY_RUNTIME_STORAGE`` is the head's.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_", extra="ignore")
+
+    storage: Path = Field(default=Path("~/.ray_runtime"), description="Directory for journals.")
+    journal_synchronous: str = Field(
+        default="NORMAL",
+        pattern="^(NORMAL|FULL)$",
+        description="SQLite synchronous level: NORMAL survives process kills, FULL also power loss.",
+    )
+    max_payload_bytes: int = Field(default=1 << 20, gt=0, description="Cap on input/result/metadata JSON.")
+    default_lease_s: float = Field(default=30.0, gt=0)
+    max_lease_s: float = Field(default=24 * 3600.0, gt=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="Backoff before attempt 2; doubles after.")
+    retry_backoff_max_s: float = Field(default=60.0, ge=0)
+    sweep_interval_s: float = Field(default=0.1, gt=0, description="How often expired leases are swept.")
+    finished_retention: int = Field(default=100_000, ge=0, description="Finished tasks kept for get/query.")
+    finished_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    resources_keep: int = Field(default=20, ge=1, description="Unreferenced resource versions kept.")
+    worker_ttl_s: float = Field(default=600.0, gt=0, description="Idle workers forgotten after this long.")
+
+    def journal_path(self, name: str) -> Path:
+        """Where the coordinator called ``name`` keeps its journal."""
+        return self.storage.expanduser() / "coordinator" / f"{name}.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Driver-side settings: where the cluster and the coordinator are."""
+
+    model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_", extra="ignore")
+
+    ray_address: str | None = Field(default=None, description="Ray address; None joins or starts as ray.init does.")
+    namespace: str = "ray_runtime"
+    coordinator_name: str = "coordinator"
+    tenant: str = "default"
+    call_timeout_s: float = Field(default=60.0, gt=0, description="Deadline for one coordinator call.")

@@ -1,0 +1,5 @@
+"""The coordinator: durable task queues and versioned resources on one named, detached Ray actor."""
+
+from ray_runtime.coordinator.handle import AsyncCoordinator, AsyncResources, Coordinator, Resources, connect
+
+__all__ = ["AsyncCoordinator", "AsyncResources", "Coordinator", "Resources", "connect"]

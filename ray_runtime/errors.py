@@ -1,0 +1,315 @@
+"""One error hierarchy for ray_runtime, shared by the coordinator, the API façade and the clients.
+
+The tree is split first by who must act, which is also the retry rule::
+
+    RayRuntimeError                              code                   HTTP
+    ├── CallerError          the caller must change something; never retried
+    │   ├── BadRequestError                      bad_request            400
+    │   │   └── InvalidArgumentError             invalid_argument       400  names the field
+    │   ├── ValidationError                      validation_error       422  names every bad field
+    │   ├── AuthenticationError                  unauthenticated        401
+    │   ├── PermissionDeniedError                permission_denied      403
+    │   ├── NotFoundError                        not_found              404
+    │   │   ├── TaskNotFoundError                task_not_found
+    │   │   ├── AttemptNotFoundError             attempt_not_found
+    │   │   └── ResourcesNotFoundError           resources_not_found
+    │   ├── ConflictError                        conflict               409
+    │   │   ├── StaleAttemptError                stale_attempt               fencing: not the live attempt
+    │   │   └── TaskFinishedError                task_finished               terminal states are final
+    │   ├── PayloadTooLargeError                 payload_too_large      413
+    │   └── RateLimitError                       rate_limited           429
+    │       └── StreamLimitError                 stream_limit           429
+    └── ServerError          transient or server-side; a retry may help
+        ├── TimeoutError                         timeout                408  also a builtins.TimeoutError
+        ├── InternalError                        internal               500
+        └── UnavailableError                     unavailable            503
+            └── CoordinatorUnavailableError      coordinator_unavailable
+
+Every error carries a stable ``code``, an ``http_status``, a human ``message`` and structured ``details``.
+On the wire it is ``{"error": {"code", "message", "details"}}``; :func:`from_wire` maps it back to the
+same class, so typed errors survive HTTP and Ray alike.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, ClassVar
+
+__all__ = [
+    "AttemptNotFoundError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallerError",
+    "ConflictError",
+    "CoordinatorUnavailableError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RayRuntimeError",
+    "ResourcesNotFoundError",
+    "ServerError",
+    "StaleAttemptError",
+    "StreamLimitError",
+    "TaskFinishedError",
+    "TaskNotFoundError",
+    "TimeoutError",
+    "UnavailableError",
+    "ValidationError",
+    "from_wire",
+]
+
+_BY_CODE: dict[str, type[RayRuntimeError]] = {}
+
+
+def _rebuild(cls: type[RayRuntimeError], message: str, details: dict[str, Any]) -> RayRuntimeError:
+    """Unpickle an error without calling its structured ``__init__``."""
+    error = cls.__new__(cls)
+    RayRuntimeError.__init__(error, message, **details)
+    return error
+
+
+class RayRuntimeError(Exception):
+    """Root of every error ray_runtime raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE[cls.code] = cls
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON error body: ``{"error": {"code", "message", "details"}}``."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class CallerError(RayRuntimeError):
+    """The request cannot succeed as sent; retrying it unchanged will fail again."""
+
+    code = "caller_error"
+    http_status = 400
+
+
+class BadRequestError(CallerError):
+    """The request is malformed."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class InvalidArgumentError(BadRequestError):
+    """One argument is out of range or of the wrong form."""
+
+    code = "invalid_argument"
+
+    def __init__(self, field: str, problem: str, **details: Any) -> None:
+        super().__init__(f"{field}: {problem}", field=field, **details)
+
+
+class ValidationError(CallerError):
+    """A body or parameter set failed schema validation; ``details["errors"]`` lists every bad field."""
+
+    code = "validation_error"
+    http_status = 422
+
+    @classmethod
+    def from_pydantic(cls, what: str, exc: Any) -> ValidationError:
+        """Name every bad field of a pydantic ``ValidationError`` (``exc``) found while checking ``what``."""
+        errors = [
+            {"field": ".".join(str(part) for part in e["loc"]) or what, "problem": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        listing = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        return cls(f"{what} are not valid: {listing}", errors=errors)
+
+
+class AuthenticationError(CallerError):
+    """No credentials, or credentials that do not match any key."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class PermissionDeniedError(CallerError):
+    """The credentials are valid but lack the scope for this call."""
+
+    code = "permission_denied"
+    http_status = 403
+
+
+class NotFoundError(CallerError):
+    """The thing named does not exist (or belongs to another tenant)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class TaskNotFoundError(NotFoundError):
+    """No task with this id."""
+
+    code = "task_not_found"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} does not exist", task_id=task_id)
+
+
+class AttemptNotFoundError(NotFoundError):
+    """No attempt with this id: it is malformed or its task is gone."""
+
+    code = "attempt_not_found"
+
+    def __init__(self, attempt_id: str) -> None:
+        super().__init__(f"attempt {attempt_id!r} does not exist", attempt_id=attempt_id)
+
+
+class ResourcesNotFoundError(NotFoundError):
+    """No resources version with this id (or none published yet)."""
+
+    code = "resources_not_found"
+
+    def __init__(self, resources_id: str | None) -> None:
+        what = f"resources version {resources_id!r} does not exist" if resources_id else "no resources yet"
+        super().__init__(what, resources_id=resources_id)
+
+
+class ConflictError(CallerError):
+    """The call conflicts with the current state of the thing it names."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class StaleAttemptError(ConflictError):
+    """The attempt is not the task's live attempt any more (its lease expired, or the task was cancelled)."""
+
+    code = "stale_attempt"
+
+    def __init__(self, attempt_id: str, task_id: str, status: str, live_attempt_id: str | None) -> None:
+        super().__init__(
+            f"attempt {attempt_id!r} is not the live attempt of task {task_id!r} "
+            f"(task is {status}, live attempt {live_attempt_id!r}); drop this result",
+            attempt_id=attempt_id,
+            task_id=task_id,
+            status=status,
+            live_attempt_id=live_attempt_id,
+        )
+
+
+class TaskFinishedError(ConflictError):
+    """The task is in a terminal state, and terminal states are final."""
+
+    code = "task_finished"
+
+    def __init__(self, task_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action} task {task_id!r}: it already ended as {status}",
+            task_id=task_id,
+            status=status,
+            action=action,
+        )
+
+
+class PayloadTooLargeError(CallerError):
+    """A payload is over the configured size cap."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{field} is {size} bytes as JSON, over the {limit}-byte cap "
+            "(store large data elsewhere and pass a reference)",
+            field=field,
+            size=size,
+            limit=limit,
+        )
+
+
+class RateLimitError(CallerError):
+    """Too many requests; slow down."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
+class StreamLimitError(RateLimitError):
+    """A stream hit one of its limits (messages, lines, bytes or message size)."""
+
+    code = "stream_limit"
+
+
+class ServerError(RayRuntimeError):
+    """Something failed on the server side; a retry may succeed."""
+
+    code = "server_error"
+    http_status = 500
+    retryable = True
+
+
+class TimeoutError(ServerError, builtins.TimeoutError):  # deliberately also the builtin
+    """An upstream call (Ray, the dashboard, the coordinator) did not answer in time."""
+
+    code = "timeout"
+    http_status = 408
+
+
+class InternalError(ServerError):
+    """A bug or an unexpected failure; the message never carries a traceback."""
+
+    code = "internal"
+    http_status = 500
+
+
+class UnavailableError(ServerError):
+    """A dependency (Ray, the dashboard, the coordinator) cannot be reached."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class CoordinatorUnavailableError(UnavailableError):
+    """The coordinator actor cannot be reached or did not come back in time."""
+
+    code = "coordinator_unavailable"
+
+
+_STATUS_FALLBACK: dict[int, type[RayRuntimeError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: TimeoutError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: ValidationError,
+    429: RateLimitError,
+    503: UnavailableError,
+}
+
+
+def from_wire(body: Any, http_status: int) -> RayRuntimeError:
+    """Rebuild the typed error from a JSON error body, falling back on the HTTP status."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {"message": str(body)[:500] or f"HTTP {http_status}"}
+    cls = _BY_CODE.get(str(error.get("code")))
+    if cls is None:
+        cls = _STATUS_FALLBACK.get(http_status, ServerError if http_status >= 500 else CallerError)
+    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    return _rebuild(cls, str(error.get("message", "")), details)

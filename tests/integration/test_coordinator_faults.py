@@ -1,0 +1,148 @@
+"""Kills: the coordinator under load loses no acknowledged data; a dead worker's task moves to another."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+
+import pytest
+import ray
+
+import ray_runtime as rr
+from ray_runtime.errors import StaleAttemptError, TaskFinishedError
+from ray_runtime.models import TaskStatus
+
+from ..conftest import SESSION_SETTINGS
+
+
+@pytest.fixture
+def own_coordinator(ray_cluster):
+    """A coordinator of this test alone (its own actor and journal), removed afterwards."""
+    name = f"faults-{uuid.uuid4().hex[:8]}"
+    coord = rr.connect(name=name, **SESSION_SETTINGS)
+    yield coord
+    ray.kill(coord.actor, no_restart=True)
+
+
+def kill_and_wait_for_restart(coord) -> None:
+    pid = coord.info()["pid"]
+    ray.kill(coord.actor, no_restart=False)
+    deadline = time.monotonic() + 60
+    while coord.info()["pid"] == pid:  # calls wait while the actor restarts, then go to the new process
+        assert time.monotonic() < deadline, "the coordinator did not restart"
+        time.sleep(0.05)
+
+
+def test_a_restart_keeps_every_acknowledged_change_and_honours_live_leases(own_coordinator):
+    coord = own_coordinator
+    resources = coord.resources.add({"cfg": {"resource_type": "json", "value": {"k": 1}}})
+    ids = coord.enqueue_many("q", list(range(5)))
+    done = coord.claim("q", "w1")[0]
+    coord.complete(done.attempt_id, "first")
+    held = coord.claim("q", "w1", lease_s=60)[0]
+    dead_id = coord.enqueue("q", "doomed", max_attempts=1, priority=9)
+    coord.fail(coord.claim("q", "w1")[0].attempt_id, "boom")
+
+    kill_and_wait_for_restart(coord)
+
+    assert coord.info()["replayed_tasks"] == 6
+    assert coord.get(done.task.id).result == "first"
+    assert coord.get(dead_id).status is TaskStatus.DEAD
+    assert coord.resources.latest().resources_id == resources.resources_id
+    assert coord.complete(held.attempt_id, "after restart").status is TaskStatus.SUCCEEDED
+    remaining = {lease.task.id for lease in coord.claim("q", "w2", max_tasks=10)}
+    assert remaining == set(ids) - {done.task.id, held.task.id}
+
+
+@ray.remote(num_cpus=0)
+def run_worker(name: str, tenant: str, queue: str, stop_after_idle_s: float) -> list[tuple[str, str, int]]:
+    """Claim, 'work', and hand in with the combined call until the queue stays empty; returns what it completed."""
+    coord = rr.connect(name=name, tenant=tenant)
+    worker_id = f"w-{uuid.uuid4().hex[:6]}"
+    accepted: list[tuple[str, str, int]] = []
+    leases = []
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < stop_after_idle_s:
+        if not leases:
+            leases = coord.claim(queue, worker_id, max_tasks=1, lease_s=20, wait_s=0.5)
+            continue
+        lease = leases.pop()
+        idle_since = time.monotonic()
+        try:
+            task, leases = coord.complete_and_claim(
+                lease.attempt_id, lease.task.input * 2, queue=queue, worker_id=worker_id, lease_s=20
+            )
+            accepted.append((task.id, lease.attempt_id, task.result))
+        except (StaleAttemptError, TaskFinishedError):
+            leases = []
+    return accepted
+
+
+def test_killing_the_coordinator_repeatedly_under_load_loses_no_task_and_accepts_one_result_each(own_coordinator):
+    coord = own_coordinator
+    name = coord.info()["name"]
+    total, batch = 3000, 100
+    enqueued: list[str] = []
+    producing = threading.Event()
+    producing.set()
+
+    def produce() -> None:
+        for start in range(0, total, batch):
+            enqueued.extend(coord.enqueue_many("chaos", list(range(start, start + batch)), max_attempts=50))
+            time.sleep(random.uniform(0, 0.05))
+        producing.clear()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    workers = [run_worker.remote(name, coord.tenant, "chaos", 8.0) for _ in range(3)]
+    kills = 0
+    while producing.is_set() or kills < 4:
+        time.sleep(random.uniform(0.3, 0.8))
+        ray.kill(coord.actor, no_restart=False)
+        kills += 1
+    producer.join()
+    accepted = [item for items in ray.get(workers, timeout=300) for item in items]
+
+    assert kills >= 4 and len(enqueued) == total == len(set(enqueued))
+    accepted_by_task: dict[str, list[tuple[str, int]]] = {}
+    for task_id, attempt_id, result in accepted:
+        accepted_by_task.setdefault(task_id, []).append((attempt_id, result))
+    assert set(accepted_by_task) == set(enqueued), "some task was never completed"
+    assert all(len(v) == 1 for v in accepted_by_task.values()), "a task accepted two results"
+    page, seen = coord.query(queue="chaos", limit=1000), 0
+    while True:
+        for task in page.items:
+            assert task.status is TaskStatus.SUCCEEDED and task.result == task.input * 2
+            assert accepted_by_task[task.id] == [(task.attempt_id, task.result)]
+            seen += 1
+        if page.next_cursor is None:
+            break
+        page = coord.query(queue="chaos", limit=1000, cursor=page.next_cursor)
+    assert seen == total
+
+
+@ray.remote(num_cpus=0)
+class SlowWorker:
+    """Claims one task and sits on it."""
+
+    def __init__(self, name: str, tenant: str) -> None:
+        self.coord = rr.connect(name=name, tenant=tenant)
+
+    def claim(self, queue: str) -> str:
+        return self.coord.claim(queue, "doomed-worker", lease_s=0.5)[0].attempt_id
+
+
+def test_a_task_held_by_a_killed_worker_is_requeued_and_completed_by_another(coord, session_coordinator):
+    task_id = coord.enqueue("jobs", {"n": 21}, max_attempts=3)
+    doomed = SlowWorker.remote("tests", coord.tenant)
+    first_attempt = ray.get(doomed.claim.remote("jobs"))
+    ray.kill(doomed)
+    [lease] = coord.claim("jobs", "rescuer", wait_s=30)
+    assert lease.task.id == task_id and lease.attempt_id != first_attempt
+    assert lease.task.error.type == "LeaseExpired"
+    done = coord.complete(lease.attempt_id, 42)
+    assert done.status is TaskStatus.SUCCEEDED and done.attempts == 2 and done.worker_id == "rescuer"
+    with pytest.raises(StaleAttemptError):
+        coord.complete(first_attempt, "zombie result")
