@@ -30,6 +30,7 @@ class CoordinatorSettings(BaseSettings):
     retry_backoff_s: float = Field(default=1.0, ge=0, description="Backoff before attempt 2; doubles after.")
     retry_backoff_max_s: float = Field(default=60.0, ge=0)
     sweep_interval_s: float = Field(default=0.1, gt=0, description="How often expired leases are swept.")
+    checkpoint_interval_s: float = Field(default=1.0, gt=0, description="How often the journal log is folded.")
     finished_retention: int = Field(default=100_000, ge=0, description="Finished tasks kept for get/query.")
     finished_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     resources_keep: int = Field(default=20, ge=1, description="Unreferenced resource versions kept.")

@@ -16,16 +16,16 @@ import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 import ray
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from ray_runtime._ids import new_id
 from ray_runtime.config import Settings
-from ray_runtime.coordinator.actor import CoordinatorActor
+from ray_runtime.coordinator.actor import POLL_GROUP, CoordinatorActor, pack, unpack
 from ray_runtime.coordinator.state import NewTask
 from ray_runtime.errors import (
     CoordinatorUnavailableError,
@@ -55,7 +55,6 @@ __all__ = ["AsyncCoordinator", "AsyncResources", "Coordinator", "Resources", "co
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_RemoteCoordinator = ray.remote(CoordinatorActor)
 _RESOURCE_CACHE_SIZE = 64
 
 
@@ -79,30 +78,31 @@ def _from_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _task(wire: dict[str, Any]) -> Task:
+def _decoded(wire: dict[str, Any]) -> dict[str, Any]:
+    """A task as the actor sent it, with its JSON payloads parsed."""
     error = wire["error"]
-    return Task.model_validate(
-        {
-            **wire,
-            "input": json.loads(wire["input"]),
-            "metadata": _from_json(wire["metadata"]),
-            "result": _from_json(wire["result"]),
-            "error": None if error is None else json.loads(error),
-        }
-    )
+    return {
+        **wire,
+        "input": json.loads(wire["input"]),
+        "metadata": _from_json(wire["metadata"]),
+        "result": _from_json(wire["result"]),
+        "error": None if error is None else json.loads(error),
+    }
+
+
+def _task(wire: dict[str, Any]) -> Task:
+    return Task.model_validate(_decoded(wire))
 
 
 def _lease(wire: dict[str, Any]) -> Lease:
-    return Lease(
-        attempt_id=wire["attempt_id"],
-        lease_deadline=wire["lease_deadline"],
-        resources_id=wire["resources_id"],
-        task=_task(wire["task"]),
-    )
+    return Lease.model_validate({**wire, "task": _decoded(wire["task"])})
+
+
+_LEASES: TypeAdapter[list[Lease]] = TypeAdapter(list[Lease])
 
 
 def _leases(wires: list[dict[str, Any]]) -> list[Lease]:
-    return [_lease(w) for w in wires]
+    return _LEASES.validate_python([{**w, "task": _decoded(w["task"])} for w in wires])
 
 
 def _resources_update(wire: dict[str, Any]) -> ResourcesUpdate:
@@ -152,13 +152,22 @@ def _request_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Call(Generic[R]):
-    """One actor call: method name, arguments, how to decode the answer, and extra time it may take."""
+    """One actor call: method name, arguments, how to decode the answer, and how long it may sleep.
+
+    A call that may sleep (long poll, wait) goes to the actor's poll concurrency group.
+    """
 
     method: str | None  # None: answered locally (e.g. from a cache) without calling the actor
     args: tuple[Any, ...]
     parse: Callable[[Any], R]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    extra_timeout_s: float = 0.0
+    sleeps_s: float = 0.0
+
+    def submit(self, actor: Any) -> Any:
+        """Send the call; returns the ObjectRef of its packed answer."""
+        method = getattr(actor, self.method)  # type: ignore[arg-type]
+        if self.sleeps_s > 0:
+            method = method.options(concurrency_group=POLL_GROUP)
+        return method.remote(pack(self.args))
 
 
 class _Handle:
@@ -182,7 +191,7 @@ class _Handle:
         return self._node_id
 
     def _deadline(self, call: _Call[Any]) -> float:
-        return self.call_timeout_s + call.extra_timeout_s
+        return self.call_timeout_s + call.sleeps_s
 
 
 @contextlib.contextmanager
@@ -226,8 +235,8 @@ class _Blocking(_Handle):
             return call.parse(None)
         timeout = self._deadline(call)
         with _ray_errors(call, timeout):
-            raw = ray.get(getattr(self._actor, call.method).remote(*call.args, **call.kwargs), timeout=timeout)
-        return call.parse(raw)
+            raw = ray.get(call.submit(self._actor), timeout=timeout)
+        return call.parse(unpack(raw))
 
 
 class _Awaitable(_Handle):
@@ -236,9 +245,8 @@ class _Awaitable(_Handle):
             return call.parse(None)
         timeout = self._deadline(call)
         with _ray_errors(call, timeout):
-            ref = getattr(self._actor, call.method).remote(*call.args, **call.kwargs)
-            raw = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
-        return call.parse(raw)
+            raw = await asyncio.wait_for(asyncio.wrap_future(call.submit(self._actor).future()), timeout)
+        return call.parse(unpack(raw))
 
 
 def _blocking(build: Callable[Concatenate[Any, P], _Call[R]]) -> Callable[Concatenate[Any, P], R]:
@@ -353,7 +361,7 @@ class _QueueCalls(_Handle):
         Each lease names the resources version its attempt must use.
         """
         args = (self.tenant, queue, worker_id, max_tasks, lease_s, wait_s, self._node(), _request_id())
-        return _Call("claim", args, _leases, extra_timeout_s=wait_s)
+        return _Call("claim", args, _leases, sleeps_s=wait_s)
 
     def _heartbeat(self, attempt_id: str, extend_s: float | None = None) -> _Call[Lease]:
         """Extend a live lease by ``extend_s`` (default: its own length) from now; returns the new lease.
@@ -374,17 +382,18 @@ class _QueueCalls(_Handle):
         """
         return _Call("complete", (self.tenant, attempt_id, _to_json("result", result), _request_id()), _task)
 
-    def _complete_many(self, results: Iterable[tuple[str, Any]]) -> _Call[list[Task | RayRuntimeError]]:
+    def _complete_many(self, results: Iterable[tuple[str, Any]]) -> _Call[list[RayRuntimeError | None]]:
         """Complete many ``(attempt_id, result)`` pairs in one call and one journal write.
 
-        Returns one outcome per pair, in order: the finished :class:`Task`, or the error that pair got (not raised).
+        Returns one outcome per pair, in order: None where the result was accepted, else the error that pair got
+        (returned, not raised, so one stale attempt does not hide the others' outcomes).
         """
-        items = [(attempt_id, _to_json("result", result), _request_id()) for attempt_id, result in results]
-
-        def parse(outcomes: list[dict[str, Any]]) -> list[Task | RayRuntimeError]:
-            return [_task(o["task"]) if "task" in o else o["error"] for o in outcomes]
-
-        return _Call("complete_many", (self.tenant, items), parse)
+        batch = _request_id()
+        items = [
+            (attempt_id, _to_json(f"results[{i}]", result), f"{batch}.{i}")
+            for i, (attempt_id, result) in enumerate(results)
+        ]
+        return _Call("complete_many", (self.tenant, items), list)
 
     def _complete_and_claim(
         self,
@@ -418,7 +427,7 @@ class _QueueCalls(_Handle):
         def parse(raw: dict[str, Any]) -> tuple[Task, list[Lease]]:
             return _task(raw["task"]), _leases(raw["leases"])
 
-        return _Call("complete_and_claim", args, parse, extra_timeout_s=wait_s)
+        return _Call("complete_and_claim", args, parse, sleeps_s=wait_s)
 
     def _fail(
         self,
@@ -489,7 +498,7 @@ class _QueueCalls(_Handle):
             return WaitResult(done=[_task(w) for w in raw["done"]], pending=raw["pending"])
 
         args = (self.tenant, ids, timeout_s, return_when == "first")
-        return _Call("wait", args, parse, extra_timeout_s=max(0.0, timeout_s))
+        return _Call("wait", args, parse, sleeps_s=max(0.0, timeout_s))
 
     def _stats(self, queue: str) -> _Call[QueueStats]:
         """Depth of ``queue`` per status, delayed count, oldest claimable age, and known workers."""
@@ -536,11 +545,11 @@ class _ResourceCalls(_Handle):
             >>> coord.resources.add({"llm": LLM(endpoint="http://vllm:8000/v1", model="qwen"),
             ...                      "prompt": PromptTemplate(template="Solve: {question}")})
         """
-        return _Call("add_resources", (self.tenant, self._body(named)), self._remember)
+        return _Call("add_resources", (self.tenant, self._body(named), False), self._remember)
 
     def _update(self, named: NamedResources | Mapping[str, Any]) -> _Call[ResourcesUpdate]:
         """Publish a new version: the latest one with these names added or replaced (atomic on the actor)."""
-        return _Call("add_resources", (self.tenant, self._body(named)), self._remember, {"merge": True})
+        return _Call("add_resources", (self.tenant, self._body(named), True), self._remember)
 
     def _get(self, resources_id: str) -> _Call[ResourcesUpdate]:
         """One version by id (served from a local cache when seen before)."""
@@ -654,6 +663,12 @@ class AsyncCoordinator(_QueueCalls, _Awaitable):
 # -------------------------------------------------------------------------------------------- connect
 
 
+@functools.cache
+def _remote_coordinator(max_pollers: int) -> Any:
+    """The Ray actor class; long polls get their own group of threads so short calls never wait for one."""
+    return ray.remote(concurrency_groups={POLL_GROUP: max_pollers})(CoordinatorActor)
+
+
 def connect(
     address: str | None = None,
     *,
@@ -661,6 +676,7 @@ def connect(
     name: str | None = None,
     namespace: str | None = None,
     call_timeout_s: float | None = None,
+    max_pollers: int = 256,
     **coordinator_settings: Any,
 ) -> Coordinator:
     """Find the cluster's coordinator, creating it on first use; returns a blocking :class:`Coordinator`.
@@ -675,6 +691,8 @@ def connect(
         name: Coordinator actor name, for running several side by side (default ``"coordinator"``).
         namespace: Ray namespace of the actor (default ``"ray_runtime"``).
         call_timeout_s: Deadline of each call, on top of any wait the call asks for.
+        max_pollers: Long-poll claims and waits the coordinator serves at once (more queue up); set when
+            this call creates the actor.
         **coordinator_settings: ``CoordinatorSettings`` fields (``storage``, ``max_payload_bytes``, ...) used
             only when this call creates the actor; an existing coordinator keeps its own.
 
@@ -686,17 +704,21 @@ def connect(
     settings = Settings()
     if not ray.is_initialized():
         ray.init(address=address or settings.ray_address, log_to_driver=False)
-    actor = _RemoteCoordinator.options(
-        name=name or settings.coordinator_name,
-        namespace=namespace or settings.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        max_task_retries=-1,
-        max_concurrency=10_000,
-        num_cpus=0,
-        resources={"node:__internal_head__": 0.001},
-    ).remote(name or settings.coordinator_name, coordinator_settings)
+    actor = (
+        _remote_coordinator(max_pollers)
+        .options(
+            name=name or settings.coordinator_name,
+            namespace=namespace or settings.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,
+            max_concurrency=16,
+            num_cpus=0,
+            resources={"node:__internal_head__": 0.001},
+        )
+        .remote(name or settings.coordinator_name, coordinator_settings)
+    )
     coord = Coordinator(
         actor, tenant=tenant or settings.tenant, call_timeout_s=call_timeout_s or settings.call_timeout_s
     )

@@ -1,20 +1,27 @@
 """Durability for the coordinator: every change is written here before the call that made it is answered.
 
-The journal keeps the current row of every task and resources version (a continuously maintained snapshot),
-so replay is one ordered read, not a re-execution of history. Inputs and metadata, written once, live apart
-from the small task rows that change on every claim, heartbeat and completion.
+The SQLite journal has two parts:
+
+* the **log**: one row per change set, appended in one cheap transaction (the rows of every task the change
+  touched, marshalled into a blob). This is all a call waits for.
+* the **snapshot**: one row per task, payload and resources version, in ordinary tables. A checkpoint folds the
+  log into it in the background, writing each task once however many times it changed in between, then drops
+  the folded log rows.
+
+Replay reads the snapshot and folds the remaining log over it, so a restart never re-executes history.
 """
 
 from __future__ import annotations
 
 import logging
+import marshal
 import sqlite3
-from dataclasses import fields
-from operator import attrgetter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from ray_runtime.coordinator.state import ChangeSet, ResourcesRecord, TaskRecord
+from ray_runtime.coordinator.state import TASK_ROW_FIELDS, ChangeSet, ResourcesRecord, TaskRecord
 from ray_runtime.models.tasks import TaskStatus
 
 __all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "SQLiteJournal"]
@@ -22,22 +29,29 @@ __all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "SQLiteJournal"]
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-_PAYLOAD_FIELDS = ("input", "metadata")
-_ROW_FIELDS = tuple(f.name for f in fields(TaskRecord) if f.name not in _PAYLOAD_FIELDS)
-_ROW = attrgetter(*_ROW_FIELDS)
 _STATUS = {s.value: s for s in TaskStatus}
+_RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))  # the snapshot's task columns, in this order
+_PAYLOAD_AT = _RECORD_FIELDS.index("input")  # input and metadata sit side by side in TaskRecord
+_STATUS_AT = _RECORD_FIELDS.index("status")
+_RESOURCE_COLUMNS = "id, tenant, version, created_at, body"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks ({", ".join(_ROW_FIELDS)}, PRIMARY KEY (id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, input TEXT NOT NULL, metadata TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    {", ".join(_RECORD_FIELDS)}, PRIMARY KEY (id), CHECK (input IS NOT NULL)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS resources (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+_INSERT_TASK = (
+    f"INSERT OR REPLACE INTO tasks ({', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * len(_RECORD_FIELDS))})"
+)
+_UPDATE_TASK = f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in TASK_ROW_FIELDS[1:])} WHERE id = ?"
 
 
 class JournalCapabilities(TypedDict):
-    """What a journal promises; the actor checks ``durable`` before it claims to survive restarts."""
+    """What a journal promises; ``info()`` reports it so operators know what a restart keeps."""
 
     durable: bool
     survives_power_loss: bool
@@ -49,7 +63,8 @@ class Journal:
     Implementations must:
       1. make :meth:`write` atomic: after a crash, either all of a change set is there or none of it;
       2. return from :meth:`write` only once the change set would survive a kill of this process;
-      3. return from :meth:`load` every task and resources version written and not deleted, payloads included.
+      3. return from :meth:`load` every task and resources version written and not deleted, payloads included,
+         as of the last change set written.
     """
 
     capabilities: JournalCapabilities
@@ -62,12 +77,16 @@ class Journal:
         """Store a change set atomically and durably."""
         raise NotImplementedError
 
+    def checkpoint(self) -> int:
+        """Compact what :meth:`write` appended (optional); returns how many change sets were folded."""
+        return 0
+
     def close(self) -> None:
         """Release files; the journal is not used afterwards."""
 
 
 class MemoryJournal(Journal):
-    """No durability: a coordinator that forgets everything on restart (tests, benchmarks, scratch work)."""
+    """No durability: a coordinator that forgets everything on restart (scratch work, benchmarks)."""
 
     capabilities = JournalCapabilities(durable=False, survives_power_loss=False)
 
@@ -78,10 +97,63 @@ class MemoryJournal(Journal):
         return None
 
 
-class SQLiteJournal(Journal):
-    """A SQLite database in WAL mode: one transaction per change set (group commit of concurrent calls).
+@dataclass
+class _Fold:
+    """Change sets folded together: the last row of each task wins, deletions cancel earlier rows.
 
-    ``synchronous="NORMAL"`` survives a kill of the process (the WAL is in the OS's hands before commit returns);
+    ``created`` holds tasks first written by the folded change sets (with their payloads); ``updated`` holds
+    new rows of tasks the snapshot already has (payloads never change, so they are not repeated).
+    """
+
+    created: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # id -> full row (TaskRecord order)
+    updated: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # id -> row (TASK_ROW_FIELDS order)
+    deleted: set[str] = field(default_factory=set)
+    resources: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    resources_deleted: set[str] = field(default_factory=set)
+
+    def add(self, body: bytes) -> None:
+        payloads, tasks, deleted, resources, resources_deleted = marshal.loads(body)
+        new = {task_id: (text, metadata) for task_id, text, metadata in payloads}
+        for row in tasks:
+            task_id = row[0]
+            payload = new.get(task_id)
+            if payload is None and task_id in self.created:
+                payload = self.created[task_id][_PAYLOAD_AT : _PAYLOAD_AT + 2]
+            if payload is None:
+                self.updated[task_id] = row
+            else:
+                self.created[task_id] = (*row[:_PAYLOAD_AT], *payload, *row[_PAYLOAD_AT:])
+        for task_id in deleted:
+            self.created.pop(task_id, None)
+            self.updated.pop(task_id, None)
+            self.deleted.add(task_id)
+        for row in resources:
+            self.resources[row[0]] = row
+        for resources_id in resources_deleted:
+            self.resources.pop(resources_id, None)
+            self.resources_deleted.add(resources_id)
+
+
+def _encode(changes: ChangeSet) -> bytes:
+    resources = [(r.id, r.tenant, r.version, r.created_at, r.body) for r in changes.resources_added]
+    return marshal.dumps((changes.payloads, changes.tasks, changes.deleted, resources, changes.resources_deleted))
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    record = TaskRecord(*row)
+    record.status = _STATUS[row[_STATUS_AT]]
+    return record
+
+
+def _with_update(row: tuple[Any, ...], update: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A snapshot row (TaskRecord order) with a newer row of its changing fields laid over it."""
+    return (*update[:_PAYLOAD_AT], *row[_PAYLOAD_AT : _PAYLOAD_AT + 2], *update[_PAYLOAD_AT:])
+
+
+class SQLiteJournal(Journal):
+    """A SQLite database in WAL mode: an append-only log of change sets, folded into a snapshot by checkpoints.
+
+    ``synchronous="NORMAL"`` survives a kill of the process (the WAL is in the OS's hands when commit returns);
     ``"FULL"`` also survives power loss, at the price of an fsync per commit.
     """
 
@@ -90,17 +162,11 @@ class SQLiteJournal(Journal):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.capabilities = JournalCapabilities(durable=True, survives_power_loss=synchronous == "FULL")
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in (
-            "journal_mode=WAL",
-            f"synchronous={synchronous}",
-            "cache_size=-65536",
-            "temp_store=MEMORY",
-        ):
+        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "cache_size=-65536", "temp_store=MEMORY"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
         self._check_schema()
-        columns = ", ".join(_ROW_FIELDS)
-        self._upsert_task = f"INSERT OR REPLACE INTO tasks ({columns}) VALUES ({', '.join('?' * len(_ROW_FIELDS))})"
+        self.backlog = self._db.execute("SELECT count(*) FROM log").fetchone()[0]
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -112,48 +178,65 @@ class SQLiteJournal(Journal):
                 f"({SCHEMA_VERSION}); upgrade ray_runtime on the head node"
             )
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord]]:
-        select = ", ".join(
-            f"p.{name}" if name in _PAYLOAD_FIELDS else f"t.{name}" for name in (f.name for f in fields(TaskRecord))
-        )
-        tasks = []
-        for row in self._db.execute(f"SELECT {select} FROM tasks t JOIN payloads p ON p.id = t.id"):
-            record = TaskRecord(*row)
-            record.status = _STATUS[row[3]]
-            tasks.append(record)
-        resources = [
-            ResourcesRecord(*row)
-            for row in self._db.execute("SELECT id, tenant, version, created_at, body FROM resources ORDER BY version")
-        ]
-        return tasks, resources
-
     def write(self, changes: ChangeSet) -> None:
+        if changes:
+            self._db.execute("INSERT INTO log (body) VALUES (?)", (_encode(changes),))
+            self.backlog += 1
+
+    def checkpoint(self, max_change_sets: int = 256) -> int:
+        """Fold up to ``max_change_sets`` of the oldest log rows into the snapshot, in one transaction."""
+        entries = self._db.execute("SELECT seq, body FROM log ORDER BY seq LIMIT ?", (max_change_sets,)).fetchall()
+        if not entries:
+            return 0
+        fold = _Fold()
+        for _, body in entries:
+            fold.add(body)
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            if changes.inserted:
-                db.executemany(
-                    "INSERT OR REPLACE INTO payloads (id, input, metadata) VALUES (?, ?, ?)",
-                    [(r.id, r.input, r.metadata) for r in changes.inserted],
-                )
-                db.executemany(self._upsert_task, [_ROW(r) for r in changes.inserted])
-            if changes.updated:
-                db.executemany(self._upsert_task, [_ROW(r) for r in changes.updated.values()])
-            if changes.deleted:
-                ids = [(task_id,) for task_id in changes.deleted]
-                db.executemany("DELETE FROM tasks WHERE id = ?", ids)
-                db.executemany("DELETE FROM payloads WHERE id = ?", ids)
-            if changes.resources_added:
-                db.executemany(
-                    "INSERT OR REPLACE INTO resources (id, tenant, version, created_at, body) VALUES (?, ?, ?, ?, ?)",
-                    [(r.id, r.tenant, r.version, r.created_at, r.body) for r in changes.resources_added],
-                )
-            if changes.resources_deleted:
-                db.executemany("DELETE FROM resources WHERE id = ?", [(i,) for i in changes.resources_deleted])
+            db.executemany(_INSERT_TASK, fold.created.values())
+            db.executemany(_UPDATE_TASK, [(*row[1:], row[0]) for row in fold.updated.values()])
+            db.executemany("DELETE FROM tasks WHERE id = ?", [(task_id,) for task_id in fold.deleted])
+            db.executemany(
+                f"INSERT OR REPLACE INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                fold.resources.values(),
+            )
+            db.executemany("DELETE FROM resources WHERE id = ?", [(i,) for i in fold.resources_deleted])
+            db.execute("DELETE FROM log WHERE seq <= ?", (entries[-1][0],))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self.backlog = max(0, self.backlog - len(entries))
+        return len(entries)
+
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord]]:
+        fold = _Fold()
+        for (body,) in self._db.execute("SELECT body FROM log ORDER BY seq"):
+            fold.add(body)
+        return list(self._tasks(fold)), self._resources(fold)
+
+    def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:
+        rows = self._db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks")
+        if not (fold.updated or fold.deleted or fold.created):
+            yield from map(_record, rows)
+            return
+        for row in rows:
+            task_id = row[0]
+            if task_id in fold.deleted:
+                continue
+            update = fold.updated.get(task_id)
+            yield _record(row if update is None else _with_update(row, update))
+        yield from map(_record, fold.created.values())  # created since the last checkpoint
+
+    def _resources(self, fold: _Fold) -> list[ResourcesRecord]:
+        stored = {
+            row[0]: row
+            for row in self._db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources")
+            if row[0] not in fold.resources_deleted
+        }
+        stored.update(fold.resources)
+        return sorted((ResourcesRecord(*row) for row in stored.values()), key=lambda r: (r.tenant, r.version))
 
     def close(self) -> None:
         self._db.close()

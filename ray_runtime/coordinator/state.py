@@ -29,6 +29,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from ray_runtime._ids import is_id, new_id
@@ -175,9 +176,38 @@ class ResourcesRecord:
         return {"resources_id": self.id, "version": self.version, "created_at": self.created_at, "body": self.body}
 
 
+TASK_ROW_FIELDS = tuple(name for name in TaskRecord.__dataclass_fields__ if name not in ("input", "metadata"))
+_row_values = attrgetter(*TASK_ROW_FIELDS)
+_STATUS_AT = TASK_ROW_FIELDS.index("status")
+
+
+def _task_row(record: TaskRecord) -> tuple[Any, ...]:
+    """The journal row of a record: plain values only (the status as its string)."""
+    row = _row_values(record)
+    return (*row[:_STATUS_AT], record.status.value, *row[_STATUS_AT + 1 :])
+
+
 @dataclass(slots=True)
 class ChangeSet:
-    """What changed since the last ``take_changes``: the journal writes exactly this, in one transaction."""
+    """What changed since the last ``take_changes``, as plain rows: the journal writes exactly this, atomically.
+
+    Rows are copied out of the live records when the change set is taken, so a change set never sees a record
+    half-way through a later call.
+    """
+
+    payloads: list[tuple[str, str, str | None]] = field(default_factory=list)  # (id, input, metadata)
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)  # rows in TASK_ROW_FIELDS order
+    deleted: list[str] = field(default_factory=list)
+    resources_added: list[ResourcesRecord] = field(default_factory=list)
+    resources_deleted: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.deleted or self.resources_added or self.resources_deleted)
+
+
+@dataclass(slots=True)
+class _Dirty:
+    """Records touched since the last ``take_changes`` (live references, frozen into a ChangeSet on take)."""
 
     inserted: list[TaskRecord] = field(default_factory=list)
     updated: dict[str, TaskRecord] = field(default_factory=dict)
@@ -365,7 +395,7 @@ class CoordinatorState:
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._resources: dict[str, _ResourceSet] = {}
         self._resource_refs: Counter[str] = Counter()
-        self._changes = ChangeSet()
+        self._changes = _Dirty()
 
     # ----------------------------------------------------------------------------------------- producers
 
@@ -444,12 +474,19 @@ class CoordinatorState:
         self._tasks[record.id] = record
         q.counts[record.status] += 1
         q.index.add(record)
-        self._tenant_index.setdefault(record.tenant, _CreationIndex()).add(record)
+        self._tenant_index_of(record.tenant).add(record)
         if record.idempotency_key is not None:
             q.idempotency[record.idempotency_key] = record.id
-        for resources_id in (record.resources_id, record.attempt_resources_id):
-            if resources_id is not None:
-                self._resource_refs[resources_id] += 1
+        if record.resources_id is not None:
+            self._resource_refs[record.resources_id] += 1
+        if record.attempt_resources_id is not None:
+            self._resource_refs[record.attempt_resources_id] += 1
+
+    def _tenant_index_of(self, tenant: str) -> _CreationIndex:
+        index = self._tenant_index.get(tenant)
+        if index is None:
+            index = self._tenant_index[tenant] = _CreationIndex()
+        return index
 
     def _make_available(self, q: _Queue, record: TaskRecord, now: float) -> None:
         if record.available_at > now:
@@ -734,7 +771,7 @@ class CoordinatorState:
             q = self._queues.get((tenant, queue))
             index = q.index if q is not None else _CreationIndex()
         else:
-            index = self._tenant_index.get(tenant, _CreationIndex())
+            index = self._tenant_index.get(tenant) or _CreationIndex()
         page: list[TaskRecord] = []
         last_seq = after
         for scanned, record in enumerate(index.scan(after)):
@@ -918,33 +955,50 @@ class CoordinatorState:
         return bool(self._changes)
 
     def take_changes(self) -> ChangeSet:
-        """Everything changed since the last call; the caller must make it durable before acknowledging."""
-        changes, self._changes = self._changes, ChangeSet()
-        inserted = {r.id for r in changes.inserted}
-        for task_id in inserted:
-            changes.updated.pop(task_id, None)
-        return changes
+        """Everything changed since the last call, as rows; the caller must make it durable before acknowledging."""
+        dirty, self._changes = self._changes, _Dirty()
+        deleted = set(dirty.deleted)
+        for record in dirty.inserted:
+            dirty.updated.pop(record.id, None)
+        inserted = [r for r in dirty.inserted if r.id not in deleted]
+        return ChangeSet(
+            payloads=[(r.id, r.input, r.metadata) for r in inserted],
+            tasks=[_task_row(r) for r in inserted] + [_task_row(r) for r in dirty.updated.values()],
+            deleted=dirty.deleted,
+            resources_added=dirty.resources_added,
+            resources_deleted=dirty.resources_deleted,
+        )
 
     def load(self, tasks: Iterable[TaskRecord], resources: Iterable[ResourcesRecord]) -> None:
         """Rebuild from the journal (before any call): live leases stay leased until their deadlines."""
-        for record in resources:
-            self._store_resources(record)
+        for resources_record in resources:
+            self._store_resources(resources_record)
         now = self.clock()
-        records = sorted(tasks, key=lambda r: r.created_seq)
-        for record in records:
-            self._seq = max(self._seq, record.created_seq, record.ready_seq)
-            q = self._queue(record.tenant, record.queue)
+        queued: list[TaskRecord] = []
+        finished: list[TaskRecord] = []
+        q: _Queue | None = None
+        for record in sorted(tasks, key=_by_creation):
+            if q is None or q.tenant != record.tenant or q.name != record.queue:
+                q = self._queue(record.tenant, record.queue)
             self._add(record, q)
-            if record.status.terminal:
-                self._finished_count += 1
+            self._seq = max(self._seq, record.created_seq, record.ready_seq)
+            if record.status is QUEUED:
+                queued.append(record)
             elif record.status is LEASED:
                 self._restore_lease(record, now)
-        for record in sorted(records, key=lambda r: r.finished_at or 0.0):
-            if record.status.terminal:
-                self._finished.append((record.finished_at or 0.0, record))
-        for record in sorted((r for r in records if r.status is QUEUED), key=lambda r: r.ready_seq):
-            self._make_available(self._queues[(record.tenant, record.queue)], record, now)
-        self._changes = ChangeSet()
+            else:
+                finished.append(record)
+        finished.sort(key=_by_finish)
+        self._finished.extend((record.finished_at or 0.0, record) for record in finished)
+        self._finished_count += len(finished)
+        queued.sort(key=_by_ready)
+        for record in queued:
+            q = self._queues[(record.tenant, record.queue)]
+            if record.available_at > now:
+                heapq.heappush(q.delayed, (record.available_at, record.ready_seq, record))
+            else:
+                q.push_ready(record)
+        self._changes = _Dirty()
 
     def _restore_lease(self, record: TaskRecord, now: float) -> None:
         heapq.heappush(self._leases, (record.lease_deadline or now, record.attempt_id or "", record))
@@ -991,6 +1045,14 @@ class CoordinatorState:
         worker.last_seen = now
         worker.node_id = node_id or worker.node_id
         return worker
+
+
+_by_creation = attrgetter("created_seq")
+_by_ready = attrgetter("ready_seq")
+
+
+def _by_finish(record: TaskRecord) -> float:
+    return record.finished_at or 0.0
 
 
 def _lease_expired_error(record: TaskRecord) -> str:

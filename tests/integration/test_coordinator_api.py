@@ -52,8 +52,8 @@ def test_complete_many_reports_each_outcome(coord):
     leases = coord.claim("q", "w", max_tasks=2)
     coord.complete(leases[1].attempt_id, "early")
     outcomes = coord.complete_many([(leases[0].attempt_id, "a"), (leases[1].attempt_id, "b")])
-    assert isinstance(outcomes[0], Task) and outcomes[0].result == "a"
-    assert isinstance(outcomes[1], TaskFinishedError)
+    assert outcomes[0] is None and coord.get(leases[0].task.id).result == "a"
+    assert isinstance(outcomes[1], TaskFinishedError) and coord.get(leases[1].task.id).result == "early"
 
 
 def test_long_poll_claim_returns_as_soon_as_a_task_arrives(coord):

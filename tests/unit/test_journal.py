@@ -1,13 +1,15 @@
-"""The SQLite journal: atomic change sets, and a replay that restores queues, leases and resources."""
+"""The SQLite journal: change sets survive a restart whether or not a checkpoint folded them, and replay
+restores queues, leases and resources."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
 from ray_runtime.coordinator.journal import SQLiteJournal
-from ray_runtime.coordinator.state import ChangeSet, CoordinatorState, ResourcesRecord
+from ray_runtime.coordinator.state import ChangeSet, CoordinatorState
 from ray_runtime.models import TaskStatus
 
 from .conftest import new_task
@@ -22,43 +24,87 @@ def journal(tmp_path):
     journal.close()
 
 
+def fold(journal: SQLiteJournal, policy: str) -> None:
+    if policy == "all":
+        while journal.checkpoint():
+            pass
+    elif policy == "partial":
+        journal.checkpoint(max_change_sets=1)
+
+
 def restart(journal, limits, clock) -> CoordinatorState:
-    path = journal.path
     journal.close()
-    reopened = SQLiteJournal(path)
+    reopened = SQLiteJournal(journal.path)
     state = CoordinatorState(limits, clock=clock)
     state.load(*reopened.load())
     reopened.close()
     return state
 
 
-def test_replay_restores_order_leases_dead_letters_and_resources(journal, state, limits, clock):
+def busy_history(state, journal) -> dict:
+    """Writes several change sets covering every kind of change; returns what a replay must show."""
     resources = state.add_resources(T, json.dumps({"p": {"resource_type": "prompt_template", "template": "hi"}}))
     ids = state.enqueue(T, "q", [new_task(i, priority=i % 2, metadata={"i": i}) for i in range(6)])
     leased = state.claim(T, "q", "w1", node_id="n1")[0]
     attempt_id = leased.attempt_id
-    dead_id = state.enqueue(T, "q", [new_task("doomed", max_attempts=1, priority=-1)])[0]
-    state.claim(T, "q2", "w1")
+    dead_id = state.enqueue(T, "q", [new_task("doomed", max_attempts=1, priority=9)])[0]
     journal.write(state.take_changes())
-    doomed = next(r for r in state.claim(T, "q", "w2", max_tasks=10) if r.id == dead_id)
-    state.fail(T, doomed.attempt_id, '{"type": "E"}')
-    for record in state.query(T, status="leased")[0]:
-        if record.id not in (leased.id,):
-            state.cancel(T, record.id)
-    for record in state.query(T, status="cancelled")[0]:
-        state.retry(T, record.id)
+    state.fail(T, state.claim(T, "q", "w2")[0].attempt_id, '{"type": "E"}')
     journal.write(state.take_changes())
-    expected = [r.wire() for r in state.query(T, limit=100)[0]]
+    for record in state.query(T, status="queued")[0][:2]:
+        state.cancel(T, record.id)
+    journal.write(state.take_changes())
+    return {
+        "resources_id": resources.id,
+        "ids": ids,
+        "leased_id": leased.id,
+        "attempt_id": attempt_id,
+        "dead_id": dead_id,
+        "tasks": [r.wire() for r in state.query(T, limit=100)[0]],
+    }
 
+
+@pytest.mark.parametrize("policy", ["none", "partial", "all"])
+def test_replay_restores_everything_whether_or_not_the_log_was_folded(journal, state, limits, clock, policy):
+    expected = busy_history(state, journal)
+    fold(journal, policy)
     replayed = restart(journal, limits, clock)
-    assert [r.wire() for r in replayed.query(T, limit=100)[0]] == expected
-    assert replayed.get(T, dead_id).status is TaskStatus.DEAD
-    assert replayed.latest_resources(T).id == resources.id
-    assert replayed.workers(T)[0]["attempts"] == [attempt_id]
+    assert [r.wire() for r in replayed.query(T, limit=100)[0]] == expected["tasks"]
+    assert replayed.get(T, expected["dead_id"]).status is TaskStatus.DEAD
+    assert replayed.latest_resources(T).id == expected["resources_id"]
+    assert replayed.workers(T)[0]["attempts"] == [expected["attempt_id"]]
     # the lease held at the "crash" is honoured: its attempt can still complete
-    assert replayed.complete(T, attempt_id, '"ok"').status is TaskStatus.SUCCEEDED
-    reclaimed = {r.id for r in replayed.claim(T, "q", "w3", max_tasks=10)}
-    assert reclaimed == set(ids) - {leased.id}
+    assert replayed.complete(T, expected["attempt_id"], '"ok"').status is TaskStatus.SUCCEEDED
+
+
+def test_checkpoint_writes_each_task_once_and_empties_the_log(journal, state):
+    ids = state.enqueue(T, "q", [new_task(i) for i in range(3)])
+    journal.write(state.take_changes())
+    leases = state.claim(T, "q", "w", max_tasks=3)
+    journal.write(state.take_changes())
+    for lease in leases:
+        state.complete(T, lease.attempt_id, "1")
+        journal.write(state.take_changes())
+    assert journal.backlog == 5  # each task changed three times
+    assert journal.checkpoint() == 5
+    db = sqlite3.connect(journal.path)
+    assert db.execute("SELECT count(*) FROM log").fetchone() == (0,)
+    assert sorted(db.execute("SELECT id, status FROM tasks")) == sorted((i, "succeeded") for i in ids)
+
+
+def test_deleted_tasks_stay_deleted_across_log_and_snapshot(journal, limits, clock):
+    from ray_runtime.coordinator.state import Limits
+
+    state = CoordinatorState(Limits(finished_retention=0), clock=clock)
+    kept, dropped = state.enqueue(T, "q", [new_task(1), new_task(2)])
+    journal.write(state.take_changes())
+    journal.checkpoint()
+    lease = state.claim(T, "q", "w")[0]
+    state.complete(T, lease.attempt_id, "1")
+    state.sweep()  # retention 0: the finished task is deleted
+    journal.write(state.take_changes())
+    replayed = restart(journal, limits, clock)
+    assert [r.id for r in replayed.query(T)[0]] == [dropped if lease.id == kept else kept]
 
 
 def test_replay_keeps_priority_and_fifo_order(journal, state, limits, clock):
@@ -81,12 +127,15 @@ def test_new_attempt_ids_after_replay_do_not_collide(journal, state, limits, clo
     assert replayed.claim(T, "q", "w")[0].attempt_id != first
 
 
-def test_a_change_set_is_written_all_or_nothing(journal, state):
+def test_a_failed_checkpoint_changes_nothing(journal, state, limits, clock):
     state.enqueue(T, "q", [new_task(1)])
-    changes = state.take_changes()
-    changes.resources_added.append(ResourcesRecord("res_x", None, 1, 0.0, "{}"))  # violates NOT NULL
-    with pytest.raises(Exception, match="NOT NULL"):
-        journal.write(changes)
-    assert journal.load() == ([], [])
-    journal.write(ChangeSet(inserted=changes.inserted))
-    assert [r.id for r in journal.load()[0]] == [changes.inserted[0].id]
+    good = state.take_changes()
+    journal.write(good)
+    bad_row = ("task_bad", *good.tasks[0][1:])
+    bad = ChangeSet(payloads=[("task_bad", None, None)], tasks=[bad_row])  # a task without input: refused
+    journal.write(bad)
+    before = journal.load()
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.checkpoint()
+    assert journal.backlog == 2
+    assert [r.wire() for r in journal.load()[0]] == [r.wire() for r in before[0]]
