@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from ray_runtime import errors
 from ray_runtime._version import __version__
 from ray_runtime.models import LLM, JSONResource, PromptTemplate, ResourcesUpdate, TaskSpec, TaskStatus
+from ray_runtime.plugins.action import Context, action
 
 if TYPE_CHECKING:
-    from ray_runtime.coordinator import AsyncCoordinator, Coordinator, connect
+    from ray_runtime.coordinator import AsyncCoordinator, Coordinator, aconnect, connect
 
 __all__ = [
     "LLM",
     "AsyncCoordinator",
+    "Context",
     "Coordinator",
     "JSONResource",
     "PromptTemplate",
@@ -31,6 +33,8 @@ __all__ = [
     "TaskSpec",
     "TaskStatus",
     "__version__",
+    "aconnect",
+    "action",
     "connect",
     "errors",
 ]
@@ -39,6 +43,7 @@ _LAZY = {
     "AsyncCoordinator": "ray_runtime.coordinator",
     "Coordinator": "ray_runtime.coordinator",
     "connect": "ray_runtime.coordinator",
+    "aconnect": "ray_runtime.coordinator",
 }
 
 

@@ -2,11 +2,90 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from ray_runtime._version import __version__
+from ray_runtime.errors import CallerError, RayRuntimeError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(name="ray-runtime", help="Run plugins, queues and the API façade on Ray.", no_args_is_help=True)
+plugin_app = typer.Typer(help="Plugins: list, pack, submit as Ray jobs, serve, run as tasks.", no_args_is_help=True)
+app.add_typer(plugin_app, name="plugin")
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+ParamsOption = Annotated[str | None, typer.Option("--params", "-p", help="JSON parameters, or @file.json.")]
+RayAddress = Annotated[
+    str | None, typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: auto).")
+]
+Tenant = Annotated[str | None, typer.Option("--tenant", envvar="RAY_RUNTIME_TENANT", help="Tenant to act for.")]
+DashboardAddress = Annotated[
+    str,
+    typer.Option("--address", envvar="RAY_DASHBOARD_ADDRESS", help="Ray dashboard, as for `ray job submit`."),
+]
+
+
+def _handles_errors(command: F) -> F:
+    """Turn ray_runtime errors into a one-line message and an exit code that says whose fault it was."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RayRuntimeError as exc:
+            errors.print(f"[red]error:[/] {exc.message}")
+            for problem in exc.details.get("errors", []):
+                errors.print(f"  - {problem.get('field') or '(input)'}: {problem['problem']}")
+            raise typer.Exit(EXIT_USAGE if isinstance(exc, CallerError) else EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _params(text: str | None) -> Any:
+    if text is None:
+        return {}
+    raw = Path(text[1:]).expanduser().read_text() if text.startswith("@") else text
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        from ray_runtime.errors import BadRequestError
+
+        raise BadRequestError(f"--params is not valid JSON: {exc}") from None
+
+
+def _connect_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address or "auto", log_to_driver=False)
+    except ConnectionError as exc:
+        from ray_runtime.errors import UnavailableError
+
+        raise UnavailableError(
+            f"no Ray cluster at {address or 'auto'} ({exc}); start one with `ray start --head` or pass --address"
+        ) from None
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str))
 
 
 @app.callback()
@@ -20,6 +99,222 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command("run")
+def run(
+    plugin: Annotated[str, typer.Argument(help="Plugin folder ('.' inside a job's working_dir).")],
+    action: Annotated[str, typer.Argument(help="Action name.")],
+    params: ParamsOption = None,
+    tenant: Tenant = None,
+    run_id: Annotated[str | None, typer.Option(help="Record under this id (default: the Ray submission id).")] = None,
+    record: Annotated[
+        bool | None, typer.Option("--record/--no-record", help="Record the run (default: in jobs).")
+    ] = None,
+    resources_id: Annotated[str | None, typer.Option(help="Resources version to use (default: latest).")] = None,
+) -> None:
+    """Run an action in this process: the entrypoint of a plugin's Ray job (exit 0 ok, 1 failed, 2 bad input)."""
+    from ray_runtime.plugins.job import JobOptions, run_job
+
+    options = JobOptions(tenant=tenant, run_id=run_id, record=record, resources_id=resources_id)
+    raise typer.Exit(run_job(plugin, action, params, options))
+
+
+@plugin_app.command("list")
+@_handles_errors
+def plugin_list(
+    root: Annotated[Path, typer.Option(help="Folder holding one folder per plugin.")] = Path("plugins"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the plugins under a folder, with their actions and modes (and any invalid ones)."""
+    from ray_runtime.plugins.manifest import PluginRegistry
+
+    registry = PluginRegistry(root)
+    rows = [
+        {
+            "plugin": p.name,
+            "version": p.manifest.version,
+            "action": a.name,
+            "modes": a.modes,
+            "description": a.description,
+        }
+        for p in registry
+        for a in p.manifest.actions.values()
+    ]
+    if as_json:
+        _print_json({"plugins": rows, "invalid": {k: v.message for k, v in registry.errors.items()}})
+        return
+    table = Table(title=f"plugins under {registry.root}")
+    for column in ("plugin", "version", "action", "modes", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["plugin"], row["version"], row["action"], ", ".join(row["modes"]), row["description"])
+    console.print(table)
+    for name, error in registry.errors.items():
+        errors.print(f"[yellow]invalid plugin {name}:[/] {error.message}")
+
+
+@plugin_app.command("pack")
+@_handles_errors
+def plugin_pack(
+    plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the zip here.")] = None,
+) -> None:
+    """Pack a plugin into its content-addressed zip; print the URI, checksum, size and files."""
+    from ray_runtime.plugins.manifest import resolve
+    from ray_runtime.plugins.package import build_package
+
+    package = build_package(resolve(plugin))
+    if output is not None:
+        package.write(output)
+    _print_json(
+        {
+            "plugin": package.plugin,
+            "version": package.version,
+            "uri": package.uri,
+            "sha256": package.sha256,
+            "bytes": package.size,
+            "files": list(package.files),
+            "written_to": str(output) if output else None,
+        }
+    )
+
+
+_PROGRESS_LINE = re.compile(r"^\[progress\] (?P<done>[\d.]+)(?:/(?P<total>[\d.]+))?\s*(?P<message>.*)$")
+
+
+@plugin_app.command("submit")
+@_handles_errors
+def plugin_submit(
+    plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
+    action: Annotated[str, typer.Argument(help="Action name.")],
+    params: ParamsOption = None,
+    address: DashboardAddress = "http://127.0.0.1:8265",
+    tenant: Tenant = None,
+    submission_id: Annotated[str | None, typer.Option(help="Submission id to use.")] = None,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Follow logs until the job ends.")] = True,
+    ship: Annotated[
+        bool | None, typer.Option("--ship-ray-runtime/--no-ship-ray-runtime", help="Default: if the cluster lacks it.")
+    ] = None,
+) -> None:
+    """Pack and submit an action as a Ray job, then show its progress and logs until it ends."""
+    from ray_runtime.plugins.submit import follow_logs, submit_job
+
+    with console.status("packing and submitting"):
+        sid = submit_job(
+            plugin,
+            action,
+            _params(params),
+            address=address,
+            tenant=tenant,
+            submission_id=submission_id,
+            ship_ray_runtime=ship,
+        )
+    console.print(f"submitted [bold]{sid}[/] ({plugin}/{action}) to {address}")
+    if not follow:
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task(f"{plugin}/{action}", total=None, note="")
+
+        def show(line: str) -> None:
+            match = _PROGRESS_LINE.match(line)
+            if match is None:
+                progress.console.print(line, markup=False, highlight=False)
+                return
+            total = float(match["total"]) if match["total"] else None
+            progress.update(bar, completed=float(match["done"]), total=total, note=match["message"])
+
+        status = asyncio.run(follow_logs(address, sid, show))
+    colour = "green" if status == "SUCCEEDED" else "red"
+    console.print(f"job {sid} [{colour}]{status}[/]; its result is recorded in the coordinator as run {sid}")
+    if status != "SUCCEEDED":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@plugin_app.command("serve")
+@_handles_errors
+def plugin_serve(
+    plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
+    actions: Annotated[list[str] | None, typer.Option("--action", help="Only these actions (repeatable).")] = None,
+    address: RayAddress = None,
+    tenant: Tenant = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the endpoints serve.")] = True,
+) -> None:
+    """Deploy a plugin's serve-mode actions on Ray Serve, leaving every other application as it is."""
+    from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
+
+    _connect_ray(address)
+    with console.status("packing and deploying") as status:
+        names = serve_plugin(plugin, tenant=tenant, actions=actions)
+        if wait:
+            wait_for_apps(names, on_status=lambda s: status.update(", ".join(f"{k}: {v}" for k, v in s.items())))
+    for name in names:
+        plugin_name, action = name.split(".", 1)
+        console.print(f"[green]serving[/] {name} at POST /plugins/{plugin_name}/{action} (WebSocket: .../ws)")
+
+
+@plugin_app.command("run")
+@_handles_errors
+def plugin_run(
+    plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
+    action: Annotated[str, typer.Argument(help="Action name.")],
+    params: ParamsOption = None,
+    address: RayAddress = None,
+    tenant: Tenant = None,
+) -> None:
+    """Run an action as a Ray task on the cluster and print its result."""
+    from pydantic import BaseModel
+
+    from ray_runtime.plugins.task import run as run_task
+
+    _connect_ray(address)
+    result = run_task(plugin, action, _params(params), tenant=tenant)
+    _print_json(result.model_dump(mode="json") if isinstance(result, BaseModel) else result)
+
+
+@app.command("worker")
+@_handles_errors
+def worker(
+    plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
+    action: Annotated[str, typer.Argument(help="Action name.")],
+    queue: Annotated[str | None, typer.Option(help="Queue to consume (default: the manifest's).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once.")] = 1,
+    lease_s: Annotated[float, typer.Option(help="Lease length (heartbeats renew it).")] = 60.0,
+    max_tasks: Annotated[int | None, typer.Option(help="Stop after this many tasks.")] = None,
+    address: RayAddress = None,
+    tenant: Tenant = None,
+) -> None:
+    """Consume a coordinator queue with a plugin action in this process (Ctrl-C finishes current tasks, stops)."""
+    from ray_runtime.coordinator import aconnect
+    from ray_runtime.errors import InvalidArgumentError
+    from ray_runtime.plugins.action import LoadedAction
+    from ray_runtime.plugins.manifest import resolve
+    from ray_runtime.plugins.worker import QueueWorker
+
+    resolved = resolve(plugin)
+    spec = resolved.action(action)
+    queue = queue or spec.queue
+    if queue is None or "worker" not in spec.modes:
+        raise InvalidArgumentError("action", f"{resolved.name}/{action} does not run in worker mode with a queue")
+    _connect_ray(address)
+    loaded = LoadedAction.load(resolved.name, action, resolved.path, spec.entrypoint)
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        runner = QueueWorker(loaded, queue, await aconnect(tenant=tenant), concurrency=concurrency, lease_s=lease_s)
+        console.print(f"worker {runner.worker_id} consuming {queue!r} with {resolved.name}/{action} x{concurrency}")
+        stats = await runner.run(stop=stop, max_tasks=max_tasks)
+        console.print(f"done: {stats.succeeded} succeeded, {stats.failed} failed, {stats.lost} dropped (lease lost)")
+
+    asyncio.run(work())
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    app(args=sys.argv[1:])

@@ -35,6 +35,7 @@ class CoordinatorSettings(BaseSettings):
     finished_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     resources_keep: int = Field(default=20, ge=1, description="Unreferenced resource versions kept.")
     worker_ttl_s: float = Field(default=600.0, gt=0, description="Idle workers forgotten after this long.")
+    runs_retention: int = Field(default=10_000, ge=1, description="Finished plugin runs kept.")
 
     def journal_path(self, name: str) -> Path:
         """Where the coordinator called ``name`` keeps its journal."""

@@ -5,11 +5,15 @@ The tree is split first by who must act, which is also the retry rule::
     RayRuntimeError                              code                   HTTP
     ├── CallerError          the caller must change something; never retried
     │   ├── BadRequestError                      bad_request            400
-    │   │   └── InvalidArgumentError             invalid_argument       400  names the field
+    │   │   ├── InvalidArgumentError             invalid_argument       400  names the field
+    │   │   ├── ManifestError                    invalid_manifest       400  names file, field, problem
+    │   │   └── PackageError                     invalid_package        400  escaping paths, symlinks
     │   ├── ValidationError                      validation_error       422  names every bad field
     │   ├── AuthenticationError                  unauthenticated        401
     │   ├── PermissionDeniedError                permission_denied      403
     │   ├── NotFoundError                        not_found              404
+    │   │   ├── PluginNotFoundError              plugin_not_found            (or action)
+    │   │   ├── RunNotFoundError                 run_not_found
     │   │   ├── TaskNotFoundError                task_not_found
     │   │   ├── AttemptNotFoundError             attempt_not_found
     │   │   └── ResourcesNotFoundError           resources_not_found
@@ -17,9 +21,11 @@ The tree is split first by who must act, which is also the retry rule::
     │   │   ├── StaleAttemptError                stale_attempt               fencing: not the live attempt
     │   │   └── TaskFinishedError                task_finished               terminal states are final
     │   ├── PayloadTooLargeError                 payload_too_large      413
+    │   │   └── PackageTooLargeError             package_too_large      413
     │   └── RateLimitError                       rate_limited           429
     │       └── StreamLimitError                 stream_limit           429
     └── ServerError          transient or server-side; a retry may help
+        ├── ActionFailedError                    action_failed          500  a plugin action raised
         ├── TimeoutError                         timeout                408  also a builtins.TimeoutError
         ├── InternalError                        internal               500
         └── UnavailableError                     unavailable            503
@@ -33,9 +39,11 @@ same class, so typed errors survive HTTP and Ray alike.
 from __future__ import annotations
 
 import builtins
+import traceback
 from typing import Any, ClassVar
 
 __all__ = [
+    "ActionFailedError",
     "AttemptNotFoundError",
     "AuthenticationError",
     "BadRequestError",
@@ -44,12 +52,17 @@ __all__ = [
     "CoordinatorUnavailableError",
     "InternalError",
     "InvalidArgumentError",
+    "ManifestError",
     "NotFoundError",
+    "PackageError",
+    "PackageTooLargeError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PluginNotFoundError",
     "RateLimitError",
     "RayRuntimeError",
     "ResourcesNotFoundError",
+    "RunNotFoundError",
     "ServerError",
     "StaleAttemptError",
     "StreamLimitError",
@@ -95,8 +108,9 @@ class RayRuntimeError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON error body: ``{"error": {"code", "message", "details"}}``."""
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        """The JSON error body: ``{"error": {"code", "message", "details"}}``; tracebacks never go on the wire."""
+        details = {key: value for key, value in self.details.items() if key != "traceback"}
+        return {"error": {"code": self.code, "message": self.message, "details": details}}
 
 
 class CallerError(RayRuntimeError):
@@ -120,6 +134,22 @@ class InvalidArgumentError(BadRequestError):
 
     def __init__(self, field: str, problem: str, **details: Any) -> None:
         super().__init__(f"{field}: {problem}", field=field, **details)
+
+
+class ManifestError(BadRequestError):
+    """A plugin.yaml is missing or invalid; ``details["errors"]`` lists each field and problem."""
+
+    code = "invalid_manifest"
+
+    def __init__(self, path: str, errors: list[dict[str, str]]) -> None:
+        listing = "; ".join(f"{e['field']}: {e['problem']}" if e.get("field") else e["problem"] for e in errors)
+        super().__init__(f"{path}: {listing}", path=path, errors=errors)
+
+
+class PackageError(BadRequestError):
+    """A plugin folder cannot be packaged as it is (a path or symlink escapes it, or it is empty)."""
+
+    code = "invalid_package"
 
 
 class ValidationError(CallerError):
@@ -158,6 +188,21 @@ class NotFoundError(CallerError):
 
     code = "not_found"
     http_status = 404
+
+
+class PluginNotFoundError(NotFoundError):
+    """No plugin (or no action in it) with this name."""
+
+    code = "plugin_not_found"
+
+
+class RunNotFoundError(NotFoundError):
+    """No plugin run recorded under this id."""
+
+    code = "run_not_found"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r} is recorded", run_id=run_id)
 
 
 class TaskNotFoundError(NotFoundError):
@@ -241,6 +286,23 @@ class PayloadTooLargeError(CallerError):
         )
 
 
+class PackageTooLargeError(PayloadTooLargeError):
+    """A plugin package is over Ray's working_dir limit."""
+
+    code = "package_too_large"
+
+    def __init__(self, plugin: str, size: int, limit: int) -> None:
+        CallerError.__init__(
+            self,
+            f"plugin {plugin!r} packs to {size / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB limit of a "
+            "Ray working_dir; list large files in .gitignore or plugin.yaml runtime_env.excludes, "
+            "or fetch them at run time",
+            plugin=plugin,
+            size=size,
+            limit=limit,
+        )
+
+
 class RateLimitError(CallerError):
     """Too many requests; slow down."""
 
@@ -260,6 +322,24 @@ class ServerError(RayRuntimeError):
     code = "server_error"
     http_status = 500
     retryable = True
+
+
+class ActionFailedError(ServerError):
+    """A plugin action raised; ``details`` keep the exception type and traceback (never sent over HTTP)."""
+
+    code = "action_failed"
+    http_status = 500
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, plugin: str, action: str) -> ActionFailedError:
+        """Wrap an action's own exception, keeping its type and traceback as data."""
+        return cls(
+            f"{plugin}/{action} raised {type(exc).__name__}: {exc}",
+            plugin=plugin,
+            action=action,
+            type=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc)),
+        )
 
 
 class TimeoutError(ServerError, builtins.TimeoutError):  # deliberately also the builtin

@@ -36,6 +36,7 @@ from ray_runtime.coordinator.state import (
     Limits,
     NewTask,
     ResourcesRecord,
+    RunRecord,
     TaskRecord,
     check_number,
 )
@@ -99,6 +100,7 @@ class CoordinatorActor:
         self._changed = 0  # number of change batches made so far
         self._written = 0  # number of change batches the journal holds
         self._ready: dict[tuple[str, str], threading.Condition] = {}
+        self._resources_published = threading.Condition(self._lock)
         self._task_waiters: dict[str, list[_Waiter]] = {}
         self._journal = self._open_journal()
         self._state = CoordinatorState(
@@ -112,6 +114,7 @@ class CoordinatorActor:
                 finished_ttl_s=self.settings.finished_ttl_s,
                 resources_keep=self.settings.resources_keep,
                 worker_ttl_s=self.settings.worker_ttl_s,
+                runs_retention=self.settings.runs_retention,
             ),
             on_ready=self._wake_queue,
             on_finished=self._wake_waiters,
@@ -126,8 +129,8 @@ class CoordinatorActor:
         """Load the journal into the state; returns how many tasks it held."""
         gc.disable()  # a million new objects would trigger ever longer collections that find nothing
         try:
-            tasks, resources = self._journal.load()
-            self._state.load(tasks, resources)
+            tasks, resources, runs = self._journal.load()
+            self._state.load(tasks, resources, runs)
         finally:
             gc.freeze()  # the replayed state lives as long as we do: keep it out of future collections
             gc.enable()
@@ -403,9 +406,29 @@ class CoordinatorActor:
             if merge:
                 with contextlib.suppress(ResourcesNotFoundError):
                     merged = {**_validate_resources(self._state.latest_resources(tenant).body), **named}
-            return self._state.add_resources(tenant, named_resources_adapter.dump_json(merged).decode())
+            record = self._state.add_resources(tenant, named_resources_adapter.dump_json(merged).decode())
+            self._resources_published.notify_all()
+            return record
 
         return self._call(ResourcesRecord.wire, publish)
+
+    def wait_resources(self, payload: bytes) -> bytes:
+        """Sleep until the tenant has a resources version newer than ``after_version`` (poll group)."""
+        tenant, after_version, timeout_s = unpack(payload)
+        check_number("timeout_s", timeout_s, low=0, high=_MAX_WAIT_S)
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                try:
+                    latest = self._state.latest_resources(tenant)
+                    if latest.version > after_version:
+                        return pack(latest.wire())
+                except ResourcesNotFoundError:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return pack(None)
+                self._resources_published.wait(remaining)
 
     def get_resources(self, payload: bytes) -> bytes:
         return self._call(ResourcesRecord.wire, self._state.get_resources, *unpack(payload))
@@ -415,6 +438,27 @@ class CoordinatorActor:
 
     def resources_history(self, payload: bytes) -> bytes:
         return self._call(lambda records: [r.wire() for r in records], self._state.resources_history, *unpack(payload))
+
+    # ------------------------------------------------------------------------------------------ runs
+
+    def run_start(self, payload: bytes) -> bytes:
+        return self._call(RunRecord.wire, self._state.run_start, *unpack(payload))
+
+    def run_progress(self, payload: bytes) -> bytes:
+        return self._call(RunRecord.wire, self._state.run_progress, *unpack(payload))
+
+    def run_finish(self, payload: bytes) -> bytes:
+        tenant, run_id, result, error = unpack(payload)
+        return self._call(RunRecord.wire, self._state.run_finish, tenant, run_id, result=result, error=error)
+
+    def run_get(self, payload: bytes) -> bytes:
+        return self._call(RunRecord.wire, self._state.run_get, *unpack(payload))
+
+    def runs(self, payload: bytes) -> bytes:
+        tenant, plugin, limit = unpack(payload)
+        return self._call(
+            lambda records: [r.wire() for r in records], self._state.runs, tenant, plugin=plugin, limit=limit
+        )
 
     # ---------------------------------------------------------------------------------------- health
 

@@ -40,6 +40,7 @@ from ray_runtime.models import (
     NamedResources,
     QueueStats,
     ResourcesUpdate,
+    Run,
     Task,
     TaskError,
     TaskPage,
@@ -50,7 +51,16 @@ from ray_runtime.models import (
     named_resources_adapter,
 )
 
-__all__ = ["AsyncCoordinator", "AsyncResources", "Coordinator", "Resources", "connect"]
+__all__ = [
+    "AsyncCoordinator",
+    "AsyncResources",
+    "AsyncRuns",
+    "Coordinator",
+    "Resources",
+    "Runs",
+    "aconnect",
+    "connect",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -562,12 +572,105 @@ class _ResourceCalls(_Handle):
         """The newest version."""
         return _Call("latest_resources", (self.tenant,), self._remember)
 
+    def _wait_newer(self, after_version: int = 0, *, timeout_s: float = 30.0) -> _Call[ResourcesUpdate | None]:
+        """Wait until a version newer than ``after_version`` is published; it, or None after ``timeout_s``."""
+        return _Call(
+            "wait_resources",
+            (self.tenant, after_version, timeout_s),
+            lambda raw: None if raw is None else self._remember(raw),
+            sleeps_s=max(timeout_s, 0.001),
+        )
+
     def _history(self, limit: int = 100) -> _Call[list[ResourcesUpdate]]:
         """Kept versions, newest first."""
         return _Call("resources_history", (self.tenant, limit), lambda raw: [self._remember(w) for w in raw])
 
 
+def _run(wire: dict[str, Any]) -> Run:
+    error = wire["error"]
+    return Run.model_validate(
+        {
+            **wire,
+            "params": json.loads(wire["params"]),
+            "metadata": _from_json(wire["metadata"]),
+            "result": _from_json(wire["result"]),
+            "error": None if error is None else json.loads(error),
+            "progress": _progress(wire["progress"]),
+            "events": [_progress(event) for event in wire["events"]],
+        }
+    )
+
+
+def _progress(event: list[Any] | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    at, done, total, message = event
+    return {"at": at, "done": done, "total": total, "message": message}
+
+
+class _RunCalls(_Handle):
+    """Builders of the run calls: job-mode plugin runs report here under their submission id."""
+
+    def _start(
+        self, run_id: str, *, plugin: str, action: str, params: Any = None, metadata: Mapping[str, Any] | None = None
+    ) -> _Call[Run]:
+        """Record that a run began (again: returns the existing record)."""
+        args = (
+            self.tenant,
+            run_id,
+            plugin,
+            action,
+            _to_json("params", params),
+            None if metadata is None else _to_json("metadata", metadata),
+        )
+        return _Call("run_start", args, _run)
+
+    def _progress(self, run_id: str, done: float, total: float | None = None, message: str = "") -> _Call[Run]:
+        """Add a progress report to a running run."""
+        return _Call("run_progress", (self.tenant, run_id, done, total, message), _run)
+
+    def _finish(
+        self,
+        run_id: str,
+        *,
+        result: Any = None,
+        error: BaseException | TaskError | Mapping[str, Any] | str | None = None,
+    ) -> _Call[Run]:
+        """End a run with its result, or with an error (then it failed)."""
+        encoded_error = None if error is None else _error_json(error)
+        encoded_result = None if error is not None else _to_json("result", result)
+        return _Call("run_finish", (self.tenant, run_id, encoded_result, encoded_error), _run)
+
+    def _get(self, run_id: str) -> _Call[Run]:
+        """One run by id (a Ray submission id for jobs)."""
+        return _Call("run_get", (self.tenant, run_id), _run)
+
+    def _list(self, *, plugin: str | None = None, limit: int = 100) -> _Call[list[Run]]:
+        """The tenant's runs, newest first."""
+        return _Call("runs", (self.tenant, plugin, limit), lambda raw: [_run(w) for w in raw])
+
+
 # ------------------------------------------------------------------------------------------- the twins
+
+
+class Runs(_RunCalls, _Blocking):
+    """Plugin runs of one tenant (blocking); reach it as ``coord.runs``."""
+
+    start = _blocking(_RunCalls._start)
+    progress = _blocking(_RunCalls._progress)
+    finish = _blocking(_RunCalls._finish)
+    get = _blocking(_RunCalls._get)
+    list = _blocking(_RunCalls._list)
+
+
+class AsyncRuns(_RunCalls, _Awaitable):
+    """Plugin runs of one tenant (awaitable); reach it as ``coord.aio.runs``."""
+
+    start = _awaitable(_RunCalls._start)
+    progress = _awaitable(_RunCalls._progress)
+    finish = _awaitable(_RunCalls._finish)
+    get = _awaitable(_RunCalls._get)
+    list = _awaitable(_RunCalls._list)
 
 
 class Resources(_ResourceCalls, _Blocking):
@@ -578,6 +681,7 @@ class Resources(_ResourceCalls, _Blocking):
     get = _blocking(_ResourceCalls._get)
     latest = _blocking(_ResourceCalls._latest)
     history = _blocking(_ResourceCalls._history)
+    wait_newer = _blocking(_ResourceCalls._wait_newer)
 
 
 class AsyncResources(_ResourceCalls, _Awaitable):
@@ -588,6 +692,7 @@ class AsyncResources(_ResourceCalls, _Awaitable):
     get = _awaitable(_ResourceCalls._get)
     latest = _awaitable(_ResourceCalls._latest)
     history = _awaitable(_ResourceCalls._history)
+    wait_newer = _awaitable(_ResourceCalls._wait_newer)
 
 
 class Coordinator(_QueueCalls, _Blocking):
@@ -599,6 +704,7 @@ class Coordinator(_QueueCalls, _Blocking):
     def __init__(self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0) -> None:
         super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
         self.resources = Resources(actor, tenant=tenant, call_timeout_s=call_timeout_s)
+        self.runs = Runs(actor, tenant=tenant, call_timeout_s=call_timeout_s)
 
     @functools.cached_property
     def aio(self) -> AsyncCoordinator:
@@ -635,6 +741,7 @@ class AsyncCoordinator(_QueueCalls, _Awaitable):
     def __init__(self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0) -> None:
         super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
         self.resources = AsyncResources(actor, tenant=tenant, call_timeout_s=call_timeout_s)
+        self.runs = AsyncRuns(actor, tenant=tenant, call_timeout_s=call_timeout_s)
 
     def for_tenant(self, tenant: str) -> AsyncCoordinator:
         """The same coordinator, acting for another tenant."""
@@ -677,12 +784,13 @@ def connect(
     namespace: str | None = None,
     call_timeout_s: float | None = None,
     max_pollers: int = 256,
+    wait: bool = True,
     **coordinator_settings: Any,
 ) -> Coordinator:
     """Find the cluster's coordinator, creating it on first use; returns a blocking :class:`Coordinator`.
 
     The coordinator is a named, detached actor (namespace ``ray_runtime``) pinned to the head node, restarted
-    without limit, replaying its journal on each start. This call returns once it answers.
+    without limit, replaying its journal on each start. By default this call returns once it answers.
 
     Args:
         address: Ray address; by default joins the cluster this process runs in (or starts a local one),
@@ -693,6 +801,8 @@ def connect(
         call_timeout_s: Deadline of each call, on top of any wait the call asks for.
         max_pollers: Long-poll claims and waits the coordinator serves at once (more queue up); set when
             this call creates the actor.
+        wait: Return only once the coordinator answers (False: at once, e.g. inside an event loop; the first
+            call then waits for it). Use :func:`aconnect` in async code.
         **coordinator_settings: ``CoordinatorSettings`` fields (``storage``, ``max_payload_bytes``, ...) used
             only when this call creates the actor; an existing coordinator keeps its own.
 
@@ -722,5 +832,13 @@ def connect(
     coord = Coordinator(
         actor, tenant=tenant or settings.tenant, call_timeout_s=call_timeout_s or settings.call_timeout_s
     )
-    coord.info()
+    if wait:
+        coord.info()
+    return coord
+
+
+async def aconnect(address: str | None = None, **options: Any) -> AsyncCoordinator:
+    """:func:`connect` for async code: returns an :class:`AsyncCoordinator` once the coordinator answers."""
+    coord = connect(address, wait=False, **options).aio
+    await coord.info()
     return coord

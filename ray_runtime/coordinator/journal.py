@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ray_runtime.coordinator.state import TASK_ROW_FIELDS, ChangeSet, ResourcesRecord, TaskRecord
+from ray_runtime.coordinator.state import TASK_ROW_FIELDS, ChangeSet, ResourcesRecord, RunRecord, TaskRecord
 from ray_runtime.models.tasks import TaskStatus
 
 __all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "SQLiteJournal"]
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     {", ".join(_RECORD_FIELDS)}, PRIMARY KEY (id), CHECK (input IS NOT NULL)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS resources (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -69,8 +70,8 @@ class Journal:
 
     capabilities: JournalCapabilities
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord]]:
-        """Every stored task and resources version."""
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord]]:
+        """Every stored task, resources version and run."""
         raise NotImplementedError
 
     def write(self, changes: ChangeSet) -> None:
@@ -90,8 +91,8 @@ class MemoryJournal(Journal):
 
     capabilities = JournalCapabilities(durable=False, survives_power_loss=False)
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord]]:
-        return [], []
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord]]:
+        return [], [], []
 
     def write(self, changes: ChangeSet) -> None:
         return None
@@ -110,9 +111,11 @@ class _Fold:
     deleted: set[str] = field(default_factory=set)
     resources: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     resources_deleted: set[str] = field(default_factory=set)
+    runs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    runs_deleted: set[str] = field(default_factory=set)
 
     def add(self, body: bytes) -> None:
-        payloads, tasks, deleted, resources, resources_deleted = marshal.loads(body)
+        payloads, tasks, deleted, resources, resources_deleted, runs, runs_deleted = marshal.loads(body)
         new = {task_id: (text, metadata) for task_id, text, metadata in payloads}
         for row in tasks:
             task_id = row[0]
@@ -132,11 +135,26 @@ class _Fold:
         for resources_id in resources_deleted:
             self.resources.pop(resources_id, None)
             self.resources_deleted.add(resources_id)
+        for row in runs:
+            self.runs[row[0]] = row
+        for run_id in runs_deleted:
+            self.runs.pop(run_id, None)
+            self.runs_deleted.add(run_id)
 
 
 def _encode(changes: ChangeSet) -> bytes:
     resources = [(r.id, r.tenant, r.version, r.created_at, r.body) for r in changes.resources_added]
-    return marshal.dumps((changes.payloads, changes.tasks, changes.deleted, resources, changes.resources_deleted))
+    return marshal.dumps(
+        (
+            changes.payloads,
+            changes.tasks,
+            changes.deleted,
+            resources,
+            changes.resources_deleted,
+            changes.runs,
+            changes.runs_deleted,
+        )
+    )
 
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
@@ -202,6 +220,8 @@ class SQLiteJournal(Journal):
                 fold.resources.values(),
             )
             db.executemany("DELETE FROM resources WHERE id = ?", [(i,) for i in fold.resources_deleted])
+            db.executemany("INSERT OR REPLACE INTO runs (id, tenant, data) VALUES (?, ?, ?)", fold.runs.values())
+            db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in fold.runs_deleted])
             db.execute("DELETE FROM log WHERE seq <= ?", (entries[-1][0],))
         except BaseException:
             db.execute("ROLLBACK")
@@ -210,11 +230,20 @@ class SQLiteJournal(Journal):
         self.backlog = max(0, self.backlog - len(entries))
         return len(entries)
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord]]:
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord]]:
         fold = _Fold()
         for (body,) in self._db.execute("SELECT body FROM log ORDER BY seq"):
             fold.add(body)
-        return list(self._tasks(fold)), self._resources(fold)
+        return list(self._tasks(fold)), self._resources(fold), self._runs(fold)
+
+    def _runs(self, fold: _Fold) -> list[RunRecord]:
+        stored = {
+            row[0]: row
+            for row in self._db.execute("SELECT id, tenant, data FROM runs")
+            if row[0] not in fold.runs_deleted
+        }
+        stored.update(fold.runs)
+        return [RunRecord.from_row(data) for _, _, data in stored.values()]
 
     def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:
         rows = self._db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks")

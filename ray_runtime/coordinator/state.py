@@ -39,13 +39,14 @@ from ray_runtime.errors import (
     InvalidArgumentError,
     PayloadTooLargeError,
     ResourcesNotFoundError,
+    RunNotFoundError,
     StaleAttemptError,
     TaskFinishedError,
     TaskNotFoundError,
 )
 from ray_runtime.models.tasks import TaskStatus
 
-__all__ = ["ChangeSet", "CoordinatorState", "Limits", "NewTask", "ResourcesRecord", "TaskRecord"]
+__all__ = ["ChangeSet", "CoordinatorState", "Limits", "NewTask", "ResourcesRecord", "RunRecord", "TaskRecord"]
 
 QUEUED, LEASED = TaskStatus.QUEUED, TaskStatus.LEASED
 SUCCEEDED, FAILED, CANCELLED, DEAD = (
@@ -77,6 +78,7 @@ class Limits:
     finished_ttl_s: float = 7 * 24 * 3600.0
     resources_keep: int = 20
     worker_ttl_s: float = 600.0
+    runs_retention: int = 10_000
 
 
 class NewTask(NamedTuple):
@@ -176,6 +178,40 @@ class ResourcesRecord:
         return {"resources_id": self.id, "version": self.version, "created_at": self.created_at, "body": self.body}
 
 
+_RUN_EVENTS_KEPT = 50
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A plugin run (a Ray job) as reported by its driver; see ``models.Run``. Payloads stay JSON text."""
+
+    id: str
+    tenant: str
+    plugin: str
+    action: str
+    status: str
+    params: str
+    metadata: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    progress: list[Any] | None = None  # [at, done, total, message]
+    events: list[list[Any]] = field(default_factory=list)
+    result: str | None = None
+    error: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+    def row(self) -> tuple[str, str, str]:
+        """The journal row: id, tenant and the record as JSON."""
+        return self.id, self.tenant, json.dumps(self.wire(), separators=(",", ":"))
+
+    @classmethod
+    def from_row(cls, data: str) -> RunRecord:
+        return cls(**json.loads(data))
+
+
 TASK_ROW_FIELDS = tuple(name for name in TaskRecord.__dataclass_fields__ if name not in ("input", "metadata"))
 _row_values = attrgetter(*TASK_ROW_FIELDS)
 _STATUS_AT = TASK_ROW_FIELDS.index("status")
@@ -200,9 +236,18 @@ class ChangeSet:
     deleted: list[str] = field(default_factory=list)
     resources_added: list[ResourcesRecord] = field(default_factory=list)
     resources_deleted: list[str] = field(default_factory=list)
+    runs: list[tuple[str, str, str]] = field(default_factory=list)  # (id, tenant, JSON)
+    runs_deleted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.deleted or self.resources_added or self.resources_deleted)
+        return bool(
+            self.tasks
+            or self.deleted
+            or self.resources_added
+            or self.resources_deleted
+            or self.runs
+            or self.runs_deleted
+        )
 
 
 @dataclass(slots=True)
@@ -214,9 +259,19 @@ class _Dirty:
     deleted: list[str] = field(default_factory=list)
     resources_added: list[ResourcesRecord] = field(default_factory=list)
     resources_deleted: list[str] = field(default_factory=list)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    runs_deleted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.inserted or self.updated or self.deleted or self.resources_added or self.resources_deleted)
+        return bool(
+            self.inserted
+            or self.updated
+            or self.deleted
+            or self.resources_added
+            or self.resources_deleted
+            or self.runs
+            or self.runs_deleted
+        )
 
 
 class _Queue:
@@ -395,6 +450,8 @@ class CoordinatorState:
         self._workers: dict[tuple[str, str], _Worker] = {}
         self._resources: dict[str, _ResourceSet] = {}
         self._resource_refs: Counter[str] = Counter()
+        self._runs: dict[str, RunRecord] = {}
+        self._finished_runs: deque[str] = deque()
         self._changes = _Dirty()
 
     # ----------------------------------------------------------------------------------------- producers
@@ -880,6 +937,82 @@ class CoordinatorState:
                 self._resource_refs.pop(record.id, None)
                 self._changes.resources_deleted.append(record.id)
 
+    # ---------------------------------------------------------------------------------------------- runs
+
+    def run_start(
+        self, tenant: str, run_id: str, plugin: str, action: str, params: str, metadata: str | None = None
+    ) -> RunRecord:
+        """Record that a run began; starting a run id again returns the existing record unchanged."""
+        check_name("tenant", tenant)
+        check_name("run_id", run_id)
+        check_name("plugin", plugin)
+        check_name("action", action)
+        existing = self._runs.get(run_id)
+        if existing is not None:
+            if existing.tenant != tenant:
+                raise ConflictError(f"run id {run_id!r} is taken", run_id=run_id)
+            return existing
+        self._check_payload("params", params)
+        if metadata is not None:
+            self._check_payload("metadata", metadata)
+        now = self.clock()
+        record = RunRecord(run_id, tenant, plugin, action, "running", params, metadata, now, now)
+        self._runs[run_id] = record
+        self._changes.runs[run_id] = record
+        return record
+
+    def run_progress(self, tenant: str, run_id: str, done: float, total: float | None, message: str) -> RunRecord:
+        """Add a progress report to a running run (the latest 50 are kept)."""
+        record = self._run(tenant, run_id)
+        check_number("done", done, low=-1e18, high=1e18)
+        if total is not None:
+            check_number("total", total, low=-1e18, high=1e18)
+        if record.status != "running":
+            raise ConflictError(f"run {run_id!r} already ended as {record.status}", run_id=run_id)
+        now = self.clock()
+        record.progress = [now, done, total, str(message)[:1000]]
+        record.events = [*record.events[-(_RUN_EVENTS_KEPT - 1) :], record.progress]
+        record.updated_at = now
+        self._changes.runs[run_id] = record
+        return record
+
+    def run_finish(self, tenant: str, run_id: str, *, result: str | None = None, error: str | None = None) -> RunRecord:
+        """End a run with its result (succeeded) or its error (failed); ending it again the same way is a no-op."""
+        record = self._run(tenant, run_id)
+        status = "failed" if error is not None else "succeeded"
+        if record.status != "running":
+            if record.status == status:
+                return record
+            raise ConflictError(f"run {run_id!r} already ended as {record.status}", run_id=run_id)
+        self._check_payload("result" if error is None else "error", error or result or "null")
+        now = self.clock()
+        record.status, record.result, record.error = status, result, error
+        record.finished_at = record.updated_at = now
+        self._changes.runs[run_id] = record
+        self._finished_runs.append(run_id)
+        while len(self._finished_runs) > self.limits.runs_retention:
+            dropped = self._finished_runs.popleft()
+            self._runs.pop(dropped, None)
+            self._changes.runs.pop(dropped, None)
+            self._changes.runs_deleted.append(dropped)
+        return record
+
+    def run_get(self, tenant: str, run_id: str) -> RunRecord:
+        """One run by id."""
+        return self._run(tenant, run_id)
+
+    def runs(self, tenant: str, *, plugin: str | None = None, limit: int = 100) -> list[RunRecord]:
+        """The tenant's runs, newest first."""
+        check_int("limit", limit, low=1, high=_MAX_QUERY_LIMIT)
+        found = (r for r in reversed(self._runs.values()) if r.tenant == tenant and plugin in (None, r.plugin))
+        return [r for _, r in zip(range(limit), found, strict=False)]
+
+    def _run(self, tenant: str, run_id: str) -> RunRecord:
+        record = self._runs.get(run_id) if isinstance(run_id, str) else None
+        if record is None or record.tenant != tenant:
+            raise RunNotFoundError(str(run_id))
+        return record
+
     # ------------------------------------------------------------------------------------- housekeeping
 
     def sweep(self) -> int:
@@ -967,12 +1100,24 @@ class CoordinatorState:
             deleted=dirty.deleted,
             resources_added=dirty.resources_added,
             resources_deleted=dirty.resources_deleted,
+            runs=[record.row() for record in dirty.runs.values()],
+            runs_deleted=dirty.runs_deleted,
         )
 
-    def load(self, tasks: Iterable[TaskRecord], resources: Iterable[ResourcesRecord]) -> None:
+    def load(
+        self,
+        tasks: Iterable[TaskRecord],
+        resources: Iterable[ResourcesRecord],
+        runs: Iterable[RunRecord] = (),
+    ) -> None:
         """Rebuild from the journal (before any call): live leases stay leased until their deadlines."""
         for resources_record in resources:
             self._store_resources(resources_record)
+        for run in sorted(runs, key=lambda r: r.created_at):
+            self._runs[run.id] = run
+        self._finished_runs.extend(
+            r.id for r in sorted(self._runs.values(), key=lambda r: r.finished_at or 0.0) if r.finished_at
+        )
         now = self.clock()
         queued: list[TaskRecord] = []
         finished: list[TaskRecord] = []

@@ -9,6 +9,7 @@ from ray_runtime.models.resources import (
     ResourcesUpdate,
     named_resources_adapter,
 )
+from ray_runtime.models.runs import Progress, Run, RunStatus
 from ray_runtime.models.tasks import (
     Lease,
     QueueStats,
@@ -26,10 +27,13 @@ __all__ = [
     "JSONResource",
     "Lease",
     "NamedResources",
+    "Progress",
     "PromptTemplate",
     "QueueStats",
     "Resource",
     "ResourcesUpdate",
+    "Run",
+    "RunStatus",
     "Task",
     "TaskError",
     "TaskPage",

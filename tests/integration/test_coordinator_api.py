@@ -174,6 +174,6 @@ def test_workers_are_listed_with_their_node(coord):
 
 def test_connect_finds_the_existing_coordinator(session_coordinator, coord):
     coord.enqueue("q", "shared")
-    again = rr.connect(name="tests", tenant=coord.tenant)
+    again = rr.connect(tenant=coord.tenant)
     assert again.stats("q").counts[TaskStatus.QUEUED] == 1
     assert again.info()["pid"] == session_coordinator.info()["pid"]

@@ -127,8 +127,8 @@ def test_killing_the_coordinator_repeatedly_under_load_loses_no_task_and_accepts
 class SlowWorker:
     """Claims one task and sits on it."""
 
-    def __init__(self, name: str, tenant: str) -> None:
-        self.coord = rr.connect(name=name, tenant=tenant)
+    def __init__(self, tenant: str) -> None:
+        self.coord = rr.connect(tenant=tenant)
 
     def claim(self, queue: str) -> str:
         return self.coord.claim(queue, "doomed-worker", lease_s=0.5)[0].attempt_id
@@ -136,7 +136,7 @@ class SlowWorker:
 
 def test_a_task_held_by_a_killed_worker_is_requeued_and_completed_by_another(coord, session_coordinator):
     task_id = coord.enqueue("jobs", {"n": 21}, max_attempts=3)
-    doomed = SlowWorker.remote("tests", coord.tenant)
+    doomed = SlowWorker.remote(coord.tenant)
     first_attempt = ray.get(doomed.claim.remote("jobs"))
     ray.kill(doomed)
     [lease] = coord.claim("jobs", "rescuer", wait_s=30)

@@ -1,0 +1,122 @@
+"""Job mode from outside the cluster: pack a plugin, submit its action as a Ray job, follow it to the end.
+
+    submission_id = submit_job(plugin, "count", {"paths": [...]}, address="http://head:8265")
+
+The job's entrypoint is ``python -m ray_runtime run . <action> --params '<json>'`` in the plugin's runtime_env
+(its package as working_dir, its pip requirements and env vars), with the action's Ray resources reserved for
+the entrypoint. ray_runtime itself travels along in ``py_modules`` when the cluster does not run it already.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray_runtime
+from ray_runtime.errors import InvalidArgumentError, PayloadTooLargeError
+from ray_runtime.plugins.manifest import Plugin, resolve
+from ray_runtime.plugins.package import runtime_env
+from ray_runtime.plugins.upload import ensure_uploaded, package_for
+
+__all__ = ["TERMINAL_JOB_STATES", "cluster_runs_ray_runtime", "follow_logs", "job_client", "submit_job"]
+
+TERMINAL_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
+_MAX_INLINE_PARAMS = 64 * 1024
+
+
+def job_client(address: str) -> Any:
+    """Ray's ``JobSubmissionClient`` for a dashboard address (token auth handled by Ray)."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address if "://" in address else f"http://{address}")
+
+
+def cluster_runs_ray_runtime(address: str) -> bool:
+    """Whether the cluster already runs ray_runtime (its coordinator actor is alive there)."""
+    from ray.util.state import list_actors
+
+    try:
+        alive = list_actors(
+            address=address, filters=[("class_name", "=", "CoordinatorActor"), ("state", "=", "ALIVE")], limit=1
+        )
+    except Exception:
+        return False
+    return bool(alive)
+
+
+def submit_job(
+    plugin: Plugin | str | Path,
+    action: str,
+    params: Any = None,
+    *,
+    address: str,
+    tenant: str | None = None,
+    submission_id: str | None = None,
+    ship_ray_runtime: bool | None = None,
+    metadata: dict[str, str] | None = None,
+) -> str:
+    """Submit one plugin action as a Ray job; returns its submission id.
+
+    Args:
+        address: The Ray dashboard (``http://head:8265``).
+        ship_ray_runtime: Send this ray_runtime in ``py_modules``; None decides by whether the cluster runs it.
+
+    Raises:
+        InvalidArgumentError: The action does not run in job mode.
+        ValidationError: ``params`` do not fit (when the plugin imports here; else the job exits with code 2).
+        PackageError / PackageTooLargeError: The plugin folder cannot be packed.
+    """
+    from ray_runtime.plugins.task import local_action
+
+    resolved = resolve(plugin)
+    spec = resolved.action(action)
+    if "job" not in spec.modes:
+        raise InvalidArgumentError("action", f"{resolved.name}/{action} does not run in job mode")
+    local = local_action(resolved, spec)
+    if local is not None:
+        params = local.signature.validate(params).model_dump(mode="json")
+    encoded = params if isinstance(params, str) else json.dumps(params if params is not None else {})
+    if len(encoded) > _MAX_INLINE_PARAMS:
+        raise PayloadTooLargeError("params", len(encoded), _MAX_INLINE_PARAMS)
+    client = job_client(address)
+    package = package_for(resolved)
+    ensure_uploaded(package, submission_client=client)
+    if ship_ray_runtime is None:
+        ship_ray_runtime = not cluster_runs_ray_runtime(address)
+    py_modules = [str(Path(ray_runtime.__file__).parent)] if ship_ray_runtime else None
+    entrypoint = f"python -m ray_runtime run . {action} --params {shlex.quote(encoded)}"
+    if tenant:
+        entrypoint += f" --tenant {shlex.quote(tenant)}"
+    resources = spec.resources
+    return client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env=runtime_env(resolved, package, py_modules=py_modules),
+        submission_id=submission_id,
+        metadata={
+            "ray_runtime.plugin": resolved.name,
+            "ray_runtime.action": action,
+            "ray_runtime.tenant": tenant or "default",
+            **(metadata or {}),
+        },
+        entrypoint_num_cpus=resources.num_cpus,
+        entrypoint_num_gpus=resources.num_gpus or None,
+        entrypoint_memory=resources.memory,
+        entrypoint_resources=resources.custom or None,
+    )
+
+
+async def follow_logs(address: str, submission_id: str, on_line: Callable[[str], None]) -> str:
+    """Feed each log line of the job to ``on_line`` until it ends; returns its final status."""
+    client = job_client(address)
+    buffer = ""
+    async for chunk in client.tail_job_logs(submission_id):
+        buffer += chunk
+        *lines, buffer = buffer.split("\n")
+        for line in lines:
+            on_line(line)
+    if buffer:
+        on_line(buffer)
+    return str(client.get_job_status(submission_id).value)
