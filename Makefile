@@ -24,6 +24,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.coordinator
+	$(BIN)/python -m bench.plugins
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

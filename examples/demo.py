@@ -1,153 +1,153 @@
-"""The end-to-end demo behind `make demo`: a local Ray, the coordinator, a producer, two workers, resources.
+"""The end-to-end demo behind `make demo`, on a local Ray started for it (own temp dir, free ports).
 
-It starts its own Ray (temp dir, nothing shared), then:
-  1. publishes resources (a prompt template and LLM settings),
-  2. enqueues 40 tasks (priorities, a repeated idempotency key, one poison task),
-  3. runs two workers as Ray actors that long-poll, solve, and hand in results with the combined call,
-  4. publishes new resources mid-run and kills the coordinator once, to show nothing is lost,
-  5. waits for every task, and prints results, the dead letter, queue stats and workers.
+1. Coordinator: publish resources, enqueue arithmetic problems, run two `rollout` plugin workers as Ray actors,
+   publish cooler LLM settings mid-run, kill the coordinator once, and show that nothing was lost.
+2. Plugins: `hello` as a Ray task, `wordcount` as a Ray job with live progress and its result read back as data,
+   `textstats` as a Serve endpoint (JSON and a per-sentence stream).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+import httpx
 import ray
 from rich.console import Console
 from rich.table import Table
 
 import ray_runtime as rr
-from ray_runtime.errors import StaleAttemptError, TaskFinishedError
+import ray_runtime.plugins as plugins
+from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
+from ray_runtime.plugins.submit import follow_logs
 
 console = Console()
-QUEUE = "arithmetic"
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 
-@ray.remote(num_cpus=0)
-class Worker:
-    """A queue worker: claim (long poll), solve with the leased resources version, hand in and claim again."""
-
-    def __init__(self, worker_id: str) -> None:
-        self.worker_id = worker_id
-        self.coord = rr.connect(name="demo")
-
-    def run(self, idle_s: float = 3.0) -> list[tuple[str, int]]:
-        done: list[tuple[str, int]] = []
-        leases = self.coord.claim(QUEUE, self.worker_id, wait_s=idle_s)
-        while leases:
-            lease = leases[0]
-            resources = self.coord.resources.get(lease.resources_id).resources
-            try:
-                answer = solve(lease.task.input, resources)
-            except ValueError as exc:
-                self.coord.fail(lease.attempt_id, exc)
-                leases = self.coord.claim(QUEUE, self.worker_id, wait_s=idle_s)
-                continue
-            try:
-                _, leases = self.coord.complete_and_claim(
-                    lease.attempt_id, answer, queue=QUEUE, worker_id=self.worker_id, wait_s=idle_s
-                )
-                done.append((lease.task.id, resources["llm"].sampling_parameters["temperature"]))
-            except (StaleAttemptError, TaskFinishedError):
-                leases = self.coord.claim(QUEUE, self.worker_id, wait_s=idle_s)
-        return done
-
-
-def solve(problem: dict, resources: dict) -> dict:
-    """A deterministic stand-in for an LLM call: render the prompt, compute the answer."""
-    if problem.get("poison"):
-        raise ValueError(f"cannot parse {problem['text']!r}")
-    time.sleep(0.02)
-    prompt = resources["prompt"].format(a=problem["a"], b=problem["b"])
-    return {"prompt": prompt, "answer": problem["a"] + problem["b"], "model": resources["llm"].model}
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main() -> None:
     root = tempfile.mkdtemp(prefix="rrd-", dir="/tmp")
     os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(root, "storage")
-    with console.status("starting a local Ray cluster"):
-        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=os.path.join(root, "ray"), log_to_driver=False)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # jobs run `python`
+    with console.status("starting a local Ray cluster with its dashboard"):
+        context = ray.init(
+            num_cpus=4,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=free_port(),
+            _temp_dir=os.path.join(root, "ray"),
+            log_to_driver=False,
+        )
     try:
-        tour(root)
+        coord = rr.connect(retry_backoff_s=0.1, sweep_interval_s=0.05)
+        coordinator_tour(coord, root)
+        plugin_tour(coord, f"http://{context.dashboard_url}")
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
+    console.print("[bold green]demo finished[/]")
 
 
-def tour(root: str) -> None:
-    coord = rr.connect(name="demo", retry_backoff_s=0.1, sweep_interval_s=0.05)
+def coordinator_tour(coord: rr.Coordinator, root: str) -> None:
+    console.rule("coordinator: queues, leases, resources, durability")
     info = coord.info()
-    console.print(f"[bold]coordinator[/] pid {info['pid']}, journal {info['journal'].replace(root, '<tmp>')}")
-
+    console.print(f"coordinator pid {info['pid']}, journal {info['journal'].replace(root, '<tmp>')}")
     v1 = coord.resources.add(
         {
-            "llm": rr.LLM(
-                endpoint="http://localhost:8000/v1", model="tiny-math", sampling_parameters={"temperature": 0.7}
-            ),
-            "prompt": rr.PromptTemplate(template="What is {a} + {b}?"),
+            "llm": rr.LLM(endpoint="http://localhost:8000/v1", model="tiny", sampling_parameters={"temperature": 0.9}),
+            "prompt": rr.PromptTemplate(template="Compute {question} and answer with a number."),
         }
     )
-    console.print(f"resources v{v1.version} published: {v1.resources_id}")
+    console.print(f"resources v{v1.version} published (temperature 0.9)")
+    problems = [{"question": f"{a} * {b} + {a}", "expected": a * b + a} for a in range(2, 7) for b in range(2, 6)]
+    pool = plugins.spawn_workers(PLUGINS / "rollout", "solve", workers=2, lease_s=10)
+    ids = coord.enqueue_many("rollouts", problems[:10])
+    ids += coord.enqueue_many("rollouts", problems[10:], priority=5)
+    again = coord.enqueue("rollouts", {"question": "1 + 1", "expected": 2}, idempotency_key="order-42")
+    assert coord.enqueue("rollouts", {"question": "1 + 1"}, idempotency_key="order-42") == again
+    poison = coord.enqueue("rollouts", {"question": "1 +"}, max_attempts=2)
+    console.print(f"round 1: {len(problems) + 2} tasks (10 at priority 5, a repeated idempotency key, a poison task)")
+    first = coord.wait([*ids, again], timeout_s=180)
 
-    problems = [{"a": i, "b": i * i} for i in range(40)]
-    ids = coord.enqueue_many(QUEUE, problems[:20])
-    ids += coord.enqueue_many(QUEUE, problems[20:], priority=5)
-    again = coord.enqueue(QUEUE, {"a": 1, "b": 1}, idempotency_key="order-42")
-    assert coord.enqueue(QUEUE, {"a": 1, "b": 1}, idempotency_key="order-42") == again
-    poison = coord.enqueue(QUEUE, {"poison": True, "text": "1 +"}, max_attempts=2)
-    ids += [again]
-    console.print(f"enqueued {len(ids) + 1} tasks (20 at priority 5, a repeated idempotency key, one poison task)")
-
-    workers = [Worker.remote(f"worker-{n}") for n in (1, 2)]
-    runs = [w.run.remote() for w in workers]
-
-    time.sleep(0.5)
     v2 = coord.resources.update(
-        {
-            "llm": rr.LLM(
-                endpoint="http://localhost:8000/v1", model="tiny-math", sampling_parameters={"temperature": 0.2}
-            )
-        }
+        {"llm": rr.LLM(endpoint="http://localhost:8000/v1", model="tiny", sampling_parameters={"temperature": 0.1})}
     )
-    console.print(f"resources v{v2.version} published mid-run (temperature 0.7 -> 0.2)")
+    console.print(f"resources v{v2.version} published (temperature 0.1); the same workers keep running")
+    ids = coord.enqueue_many("rollouts", problems)
+    console.print(f"round 2: {len(ids)} tasks, the same problems")
     pid = coord.info()["pid"]
     ray.kill(coord.actor, no_restart=False)
     console.print(f"[yellow]killed the coordinator (pid {pid})[/]; Ray restarts it and it replays its journal")
+    second = coord.wait(ids, timeout_s=180)
+    dead = coord.wait([poison], timeout_s=60).done[0]
+    console.print(f"coordinator is back as pid {coord.info()['pid']}; round 2: {len(second.done)} of {len(ids)} done")
+    stats = pool.stop()
+    result = type(second)(done=first.done + second.done, pending=second.pending)
 
-    result = coord.wait(ids, timeout_s=120)
-    per_worker = ray.get(runs)
-    console.print(f"coordinator is back as pid {coord.info()['pid']}; all {len(result.done)} tasks finished")
-
-    table = Table(title="results (first 8)")
-    for column in ("task", "prio", "attempts", "answer", "prompt", "worker"):
+    by_version: dict[str, list[float]] = {}
+    for task in result.done:
+        by_version.setdefault(task.result["resources_id"], []).append(task.result["reward"])
+    table = Table(title="rewards by the resources version each attempt used")
+    for column in ("version", "temperature", "tasks", "mean reward"):
         table.add_column(column)
-    for task in sorted(result.done, key=lambda t: t.finished_at or 0)[:8]:
-        table.add_row(
-            task.id[-8:],
-            str(task.priority),
-            str(task.attempts),
-            str(task.result["answer"]),
-            task.result["prompt"],
-            task.worker_id or "",
-        )
+    for update, temperature in ((v1, 0.9), (v2, 0.1)):
+        rewards = by_version.get(update.resources_id, [])
+        mean = f"{sum(rewards) / len(rewards):.2f}" if rewards else "-"
+        table.add_row(f"v{update.version}", str(temperature), str(len(rewards)), mean)
     console.print(table)
+    console.print(f"per worker: {stats}")
+    console.print(f"dead letter {dead.id[-8:]} after {dead.attempts} attempts: {dead.error.type}: {dead.error.message}")
+    counts = coord.stats("rollouts").counts
+    console.print("queue: " + ", ".join(f"{status.value}={n}" for status, n in counts.items() if n))
 
-    temperatures = [temp for done in per_worker for _, temp in done]
-    console.print(
-        f"tasks solved with temperature 0.7: {temperatures.count(0.7)}, with 0.2: {temperatures.count(0.2)} "
-        f"(per worker: {[len(done) for done in per_worker]})"
+
+def plugin_tour(coord: rr.Coordinator, dashboard: str) -> None:
+    console.rule("plugins: one action, four ways to run")
+    for attempt in ("first run (packs, uploads, starts a worker)", "warm run"):
+        started = time.perf_counter()
+        reply = plugins.run(PLUGINS / "hello", "greet", {"name": "Ada", "excited": True})
+        elapsed = (time.perf_counter() - started) * 1e3
+        console.print(f"task mode  hello/greet -> {reply.message!r} in {elapsed:.0f} ms, {attempt}")
+
+    submission_id = plugins.submit_job(PLUGINS / "wordcount", "count", {"top": 3}, address=dashboard)
+    console.print(f"job mode   wordcount/count submitted as {submission_id}; its log:")
+    status = asyncio.run(
+        follow_logs(dashboard, submission_id, lambda line: console.print(f"   | {line}", markup=False, highlight=False))
     )
-    dead = coord.wait([poison], timeout_s=30).done[0]
+    run = coord.runs.get(submission_id)
     console.print(
-        f"dead letter: {dead.id[-8:]} after {dead.attempts} attempts: {dead.error.type}: {dead.error.message}"
+        f"           job {status}; recorded run: {run.status}, {len(run.events)} progress events, "
+        f"result {run.result['total_words']} words, top {run.result['top']}"
     )
-    stats = coord.stats(QUEUE)
-    console.print(f"queue stats: {', '.join(f'{s.value}={n}' for s, n in stats.counts.items() if n)}")
-    console.print(f"workers seen: {[(w.worker_id, w.node_id[:8] if w.node_id else None) for w in coord.workers()]}")
-    console.print("[bold green]demo finished[/]")
+
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with console.status("serve mode: deploying textstats"):
+        wait_for_apps(serve_plugin(PLUGINS / "textstats", dashboard_url=dashboard), dashboard_url=dashboard)
+    base = f"http://127.0.0.1:{port}/plugins/textstats"
+    text = "Plugins run as jobs. They run as tasks! Do they serve? They stream, too."
+    stats = httpx.post(f"{base}/analyze", json={"text": text}, timeout=30).json()
+    console.print(f"serve mode POST {base}/analyze -> {json.dumps(stats)}")
+    with httpx.stream("POST", f"{base}/sentences", json={"text": text}, timeout=30) as response:
+        for line in response.iter_lines():
+            if line:
+                chunk = json.loads(line)
+                console.print(f"           stream: sentence {chunk['index']}: {chunk['words']} words")
 
 
 if __name__ == "__main__":

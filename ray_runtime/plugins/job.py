@@ -12,6 +12,7 @@ Exit codes: 0 the action succeeded; 1 the action raised; 2 nothing ran (bad mani
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ from ray_runtime.models.resources import ResourcesUpdate
 from ray_runtime.plugins.action import Context, LoadedAction, Reporter, throttle
 from ray_runtime.plugins.manifest import load
 
-__all__ = ["EXIT_ACTION_FAILED", "EXIT_BAD_INPUT", "EXIT_OK", "JobOptions", "run_job", "submission_id"]
+__all__ = ["EXIT_ACTION_FAILED", "EXIT_BAD_INPUT", "EXIT_OK", "JobOptions", "main", "run_job", "submission_id"]
 
 EXIT_OK, EXIT_ACTION_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the entrypoint
@@ -120,17 +121,17 @@ def run_job(plugin_path: str, action: str, params: str | None, options: JobOptio
     sid = submission_id()
     record = options.record if options.record is not None else sid is not None
     run_id = options.run_id or sid or new_id("run")
+    start = {
+        "plugin": plugin.name,
+        "action": action,
+        "params": validated.model_dump(mode="json"),
+        "metadata": {"mode": "job", "plugin_version": plugin.manifest.version},
+    }
     coord = _connect(options.tenant) if record else None
+    if coord is not None:
+        coord.runs.start(run_id, **start)
     reporter = _JobReporter(coord, options.resources_id)
     ctx = loaded.context("job", run_id=run_id, reporter=reporter)
-    if coord is not None:
-        coord.runs.start(
-            run_id,
-            plugin=plugin.name,
-            action=action,
-            params=validated.model_dump(mode="json"),
-            metadata={"mode": "job", "plugin_version": plugin.manifest.version},
-        )
     print(f"[run] {plugin.name}/{action} run {run_id}", flush=True)
     try:
         result = _execute(loaded, validated, ctx)
@@ -158,6 +159,21 @@ def _execute(loaded: LoadedAction, params: Any, ctx: Context) -> Any:
 
 
 def _connect(tenant: str | None) -> Any:
-    import ray_runtime as rr
+    from ray_runtime.coordinator import connect
 
-    return rr.connect(tenant=tenant)
+    return connect(tenant=tenant)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ray_runtime run PLUGIN ACTION [--params JSON|@file] [--tenant T] [--run-id ID] ...``."""
+    parser = argparse.ArgumentParser(prog="python -m ray_runtime run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("plugin", help="plugin folder ('.' inside a job's working_dir)")
+    parser.add_argument("action")
+    parser.add_argument("--params", "-p", help="JSON parameters, or @file.json")
+    parser.add_argument("--tenant", default=os.environ.get("RAY_RUNTIME_TENANT"))
+    parser.add_argument("--run-id")
+    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--resources-id")
+    args = parser.parse_args(argv)
+    options = JobOptions(tenant=args.tenant, run_id=args.run_id, record=args.record, resources_id=args.resources_id)
+    return run_job(args.plugin, args.action, args.params, options)

@@ -24,7 +24,15 @@ from ray_runtime.plugins.package import runtime_env
 from ray_runtime.plugins.serve import app_name, route_prefix
 from ray_runtime.plugins.upload import ensure_uploaded, package_for
 
-__all__ = ["ServeManager", "application_config", "serve_manager", "serve_plugin", "unserve_plugin", "wait_for_apps"]
+__all__ = [
+    "ServeManager",
+    "application_config",
+    "declarative_config",
+    "serve_manager",
+    "serve_plugin",
+    "unserve_plugin",
+    "wait_for_apps",
+]
 
 logger = logging.getLogger("ray_runtime.serve_deploy")
 MANAGER_NAME = "serve_manager"
@@ -137,6 +145,20 @@ def _set_resources(apps: dict[str, dict[str, Any]], tenant: str, resources_id: s
             user_config = deployment.get("user_config") or {}
             if user_config.get("uses_resources") and (user_config.get("tenant") or "default") == tenant:
                 deployment["user_config"] = {**user_config, "resources_id": resources_id}
+
+
+def declarative_config(plugins: Iterable[Plugin], *, tenant: str | None = None) -> dict[str, Any]:
+    """A ``serve deploy`` config with every serve-mode action of ``plugins`` (content-addressed packages).
+
+    The packages must be in the cluster first (``ray-runtime plugin upload``); the URIs change only when files do.
+    """
+    applications = []
+    for plugin in sorted(plugins, key=lambda p: p.name):
+        env = runtime_env(plugin, package_for(plugin))
+        for spec in plugin.manifest.actions.values():
+            if "serve" in spec.modes:
+                applications.append(application_config(plugin, spec, env, tenant=tenant, resources_id=None))
+    return {"applications": applications}
 
 
 def _dashboard_url(dashboard_url: str | None) -> str:

@@ -9,8 +9,10 @@ the entrypoint. ray_runtime itself travels along in ``py_modules`` when the clus
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,23 +29,32 @@ TERMINAL_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 _MAX_INLINE_PARAMS = 64 * 1024
 
 
+@functools.cache
 def job_client(address: str) -> Any:
-    """Ray's ``JobSubmissionClient`` for a dashboard address (token auth handled by Ray)."""
+    """Ray's ``JobSubmissionClient`` for a dashboard address (one per address: making one costs a request)."""
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address if "://" in address else f"http://{address}")
 
 
+_RECHECK_S = 60.0
+_runs_ray_runtime: dict[str, tuple[float, bool]] = {}
+
+
 def cluster_runs_ray_runtime(address: str) -> bool:
-    """Whether the cluster already runs ray_runtime (its coordinator actor is alive there)."""
+    """Whether the cluster already runs ray_runtime (its coordinator actor is alive); re-checked each minute."""
     from ray.util.state import list_actors
 
+    checked_at, answer = _runs_ray_runtime.get(address, (-_RECHECK_S, False))
+    if time.monotonic() - checked_at < _RECHECK_S:
+        return answer
     try:
         alive = list_actors(
             address=address, filters=[("class_name", "=", "CoordinatorActor"), ("state", "=", "ALIVE")], limit=1
         )
     except Exception:
-        return False
+        alive = []
+    _runs_ray_runtime[address] = (time.monotonic(), bool(alive))
     return bool(alive)
 
 

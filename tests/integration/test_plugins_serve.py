@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -174,3 +175,33 @@ def test_deploying_a_plugin_leaves_every_other_application_running(served, ray_c
 
 
 import websockets  # noqa: E402  (the exceptions module, after the sync client above)
+
+
+def test_stock_serve_deploy_of_the_committed_config_serves_the_examples(served, ray_cluster):
+    """Last in this module: `serve deploy` replaces the declarative apps deployed above."""
+    from ..conftest import ROOT
+
+    upload = subprocess.run(
+        [sys.executable, "-m", "ray_runtime", "plugin", "upload", str(PLUGINS), "--address", ray_cluster["dashboard"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert upload.returncode == 0, upload.stderr
+    deploy = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "serve"),
+            "deploy",
+            str(ROOT / "serve_apps" / "example_plugins.yaml"),
+            "--address",
+            ray_cluster["dashboard"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    names = ["hello.greet", "rollout.solve", "textstats.analyze", "textstats.sentences"]
+    wait_for_apps(names, dashboard_url=ray_cluster["dashboard"])
+    assert post(served, "/plugins/hello/greet", {"name": "config"}).json()["message"] == "Hello, config."
+    assert httpx.get(f"{served['url']}/bystander", timeout=30).text == "still here"  # imperative apps stay

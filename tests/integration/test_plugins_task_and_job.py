@@ -206,3 +206,15 @@ def test_cli_plugin_submit_follows_progress_to_the_end_and_the_result_is_data(ra
     assert run.result["total_words"] == sum(expected_word_counts().values())
     assert [tuple(pair) for pair in run.result["top"]] == expected_word_counts().most_common(2)
     assert [event.done for event in run.events][-1] == 4 and run.progress.total == 4
+
+
+def test_ray_runtime_can_travel_with_the_job_in_py_modules(ray_cluster, session_coordinator):
+    from ray.job_submission import JobSubmissionClient
+
+    submission_id = plugins.submit_job(
+        PLUGINS / "hello", "greet", {"name": "shipped"}, address=ray_cluster["dashboard"], ship_ray_runtime=True
+    )
+    assert wait_for_job(ray_cluster["dashboard"], submission_id) == "SUCCEEDED"
+    runtime_env = JobSubmissionClient(ray_cluster["dashboard"]).get_job_info(submission_id).runtime_env
+    assert runtime_env["py_modules"] and runtime_env["py_modules"][0].startswith("gcs://")
+    assert session_coordinator.runs.get(submission_id).result["message"] == "Hello, shipped."

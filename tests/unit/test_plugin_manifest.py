@@ -72,3 +72,17 @@ def test_the_registry_keeps_valid_plugins_beside_invalid_ones(tmp_path):
         registry.get("broken")
     with pytest.raises(PluginNotFoundError, match=r"has no action 'nope'.*greet"):
         registry.get("hello").action("nope")
+
+
+def test_the_committed_serve_deploy_config_matches_the_example_plugins():
+    import yaml
+
+    from ray_runtime.plugins.serve_deploy import declarative_config
+
+    from ..conftest import ROOT
+
+    committed = yaml.safe_load((ROOT / "serve_apps" / "example_plugins.yaml").read_text())
+    assert committed == declarative_config(PluginRegistry(PLUGINS)), (
+        "serve_apps/example_plugins.yaml is stale: run `ray-runtime plugin serve-config plugins -o "
+        "serve_apps/example_plugins.yaml`"
+    )
