@@ -81,7 +81,7 @@ def measure_task_and_jobs(dashboard: str, rounds: int) -> dict[str, Any]:
     params = json.dumps({"name": "bench"})
     same_entrypoint = f"python -m ray_runtime run . greet --params '{params}'"
     bare = (
-        "python -c \"import hello; from ray_runtime import Context; "
+        'python -c "import hello; from ray_runtime import Context; '
         "print(hello.greet(hello.Greeting(name='bench'), Context(plugin='hello', action='greet', mode='job')))\""
     )
 
