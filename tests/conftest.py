@@ -90,3 +90,94 @@ def coord(session_coordinator):
 def acoord(coord):
     """The awaitable twin of ``coord``."""
     return coord.aio
+
+
+@pytest.fixture(scope="session")
+def api_keys(session_coordinator) -> dict[str, str]:
+    """Keys for two tenants: alpha (admin, submit, read) and beta (admin)."""
+    from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
+    from ray_runtime.models.api import Scope
+
+    keys = {}
+    for name, tenant, scope in (
+        ("alpha", "alpha", Scope.ADMIN),
+        ("alpha-submit", "alpha", Scope.SUBMIT),
+        ("alpha-read", "alpha", Scope.READ),
+        ("beta", "beta", Scope.ADMIN),
+    ):
+        key, record = new_key(tenant, scope, name)
+        session_coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
+        keys[name] = key
+    return keys
+
+
+class Facade:
+    """A running façade: its URL and an authenticated httpx client per key name."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        self.url = url
+        self.keys = keys
+
+    def client(self, key: str | None = "alpha", **options) -> httpx.Client:  # noqa: F821
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=options.pop("timeout", 120), **options)
+
+    def headers(self, key: str = "alpha") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[key]}"}
+
+
+@pytest.fixture(scope="session")
+def facade(ray_cluster, serve_url, api_keys, tmp_path_factory) -> Iterator[Facade]:
+    """The façade as its own process (`ray-runtime api`), with the example and fixture plugins."""
+    import subprocess
+    import time
+
+    import httpx
+
+    plugins = tmp_path_factory.mktemp("facade-plugins")
+    for folder in [*PLUGINS.iterdir(), *FIXTURE_PLUGINS.iterdir()]:
+        if (folder / "plugin.yaml").is_file():
+            (plugins / folder.name).symlink_to(folder)
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAY_RUNTIME_API_KEYS_CACHE_S": "0",
+        "RAY_RUNTIME_API_LOG_HEARTBEAT_S": "0.5",
+        "RAY_RUNTIME_API_MAX_BODY_BYTES": str(4 * 2**20),
+        "RAY_RUNTIME_API_AUDIT_LOG": str(Path(ray_cluster["root"]) / "audit.jsonl"),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray_runtime",
+            "api",
+            "--port",
+            str(port),
+            "--address",
+            ray_cluster["address"],
+            "--plugins-dir",
+            str(plugins),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.communicate(timeout=10)[0] if process.poll() is not None else ""
+            raise RuntimeError(f"the façade did not start: {output}")
+        time.sleep(0.2)
+    yield Facade(url, api_keys)
+    process.terminate()
+    process.wait(timeout=30)

@@ -129,8 +129,8 @@ class CoordinatorActor:
         """Load the journal into the state; returns how many tasks it held."""
         gc.disable()  # a million new objects would trigger ever longer collections that find nothing
         try:
-            tasks, resources, runs = self._journal.load()
-            self._state.load(tasks, resources, runs)
+            tasks, resources, runs, kv = self._journal.load()
+            self._state.load(tasks, resources, runs, kv)
         finally:
             gc.freeze()  # the replayed state lives as long as we do: keep it out of future collections
             gc.enable()
@@ -459,6 +459,21 @@ class CoordinatorActor:
         return self._call(
             lambda records: [r.wire() for r in records], self._state.runs, tenant, plugin=plugin, limit=limit
         )
+
+    # -------------------------------------------------------------------------------------------- kv
+
+    def kv_put(self, payload: bytes) -> bytes:
+        namespace, key, value, if_absent = unpack(payload)
+        return self._call(bool, self._state.kv_put, namespace, key, value, if_absent=if_absent)
+
+    def kv_get(self, payload: bytes) -> bytes:
+        return self._call(lambda value: value, self._state.kv_get, *unpack(payload))
+
+    def kv_delete(self, payload: bytes) -> bytes:
+        return self._call(bool, self._state.kv_delete, *unpack(payload))
+
+    def kv_list(self, payload: bytes) -> bytes:
+        return self._call(list, self._state.kv_list, *unpack(payload))
 
     # ---------------------------------------------------------------------------------------- health
 

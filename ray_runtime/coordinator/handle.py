@@ -650,7 +650,45 @@ class _RunCalls(_Handle):
         return _Call("runs", (self.tenant, plugin, limit), lambda raw: [_run(w) for w in raw])
 
 
+class _KVCalls(_Handle):
+    """Builders of the system key-value calls (JSON values; not tenant-scoped: for the façade's own records)."""
+
+    def _put(self, namespace: str, key: str, value: Any, *, if_absent: bool = False) -> _Call[bool]:
+        """Store a JSON value; with ``if_absent`` only when the key is free. Returns whether it was written."""
+        return _Call("kv_put", (namespace, key, _to_json("value", value), if_absent), bool)
+
+    def _get(self, namespace: str, key: str) -> _Call[Any]:
+        """The value, or None."""
+        return _Call("kv_get", (namespace, key), _from_json)
+
+    def _delete(self, namespace: str, key: str) -> _Call[bool]:
+        """Remove a key; returns whether it was there."""
+        return _Call("kv_delete", (namespace, key), bool)
+
+    def _items(self, namespace: str, prefix: str = "") -> _Call[dict[str, Any]]:
+        """The namespace's keys starting with ``prefix`` and their values."""
+        return _Call("kv_list", (namespace, prefix), lambda raw: {key: json.loads(value) for key, value in raw})
+
+
 # ------------------------------------------------------------------------------------------- the twins
+
+
+class SystemKV(_KVCalls, _Blocking):
+    """The coordinator's system key-value store (blocking); ``coord.kv``."""
+
+    put = _blocking(_KVCalls._put)
+    get = _blocking(_KVCalls._get)
+    delete = _blocking(_KVCalls._delete)
+    items = _blocking(_KVCalls._items)
+
+
+class AsyncSystemKV(_KVCalls, _Awaitable):
+    """The coordinator's system key-value store (awaitable); ``coord.aio.kv``."""
+
+    put = _awaitable(_KVCalls._put)
+    get = _awaitable(_KVCalls._get)
+    delete = _awaitable(_KVCalls._delete)
+    items = _awaitable(_KVCalls._items)
 
 
 class Runs(_RunCalls, _Blocking):
@@ -705,6 +743,7 @@ class Coordinator(_QueueCalls, _Blocking):
         super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
         self.resources = Resources(actor, tenant=tenant, call_timeout_s=call_timeout_s)
         self.runs = Runs(actor, tenant=tenant, call_timeout_s=call_timeout_s)
+        self.kv = SystemKV(actor, tenant=tenant, call_timeout_s=call_timeout_s)
 
     @functools.cached_property
     def aio(self) -> AsyncCoordinator:
@@ -742,6 +781,7 @@ class AsyncCoordinator(_QueueCalls, _Awaitable):
         super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
         self.resources = AsyncResources(actor, tenant=tenant, call_timeout_s=call_timeout_s)
         self.runs = AsyncRuns(actor, tenant=tenant, call_timeout_s=call_timeout_s)
+        self.kv = AsyncSystemKV(actor, tenant=tenant, call_timeout_s=call_timeout_s)
 
     def for_tenant(self, tenant: str) -> AsyncCoordinator:
         """The same coordinator, acting for another tenant."""

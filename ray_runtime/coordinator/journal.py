@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     {", ".join(_RECORD_FIELDS)}, PRIMARY KEY (id), CHECK (input IS NOT NULL)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS resources (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -70,8 +73,8 @@ class Journal:
 
     capabilities: JournalCapabilities
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord]]:
-        """Every stored task, resources version and run."""
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
+        """Every stored task, resources version, run, and system key-value pair."""
         raise NotImplementedError
 
     def write(self, changes: ChangeSet) -> None:
@@ -91,8 +94,8 @@ class MemoryJournal(Journal):
 
     capabilities = JournalCapabilities(durable=False, survives_power_loss=False)
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord]]:
-        return [], [], []
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
+        return [], [], [], []
 
     def write(self, changes: ChangeSet) -> None:
         return None
@@ -113,9 +116,15 @@ class _Fold:
     resources_deleted: set[str] = field(default_factory=set)
     runs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     runs_deleted: set[str] = field(default_factory=set)
+    kv: dict[tuple[str, str], str | None] = field(default_factory=dict)  # None: deleted
 
     def add(self, body: bytes) -> None:
-        payloads, tasks, deleted, resources, resources_deleted, runs, runs_deleted = marshal.loads(body)
+        entry = marshal.loads(body)
+        payloads, tasks, deleted = entry.get("payloads", ()), entry.get("tasks", ()), entry.get("deleted", ())
+        resources, resources_deleted = entry.get("resources", ()), entry.get("resources_deleted", ())
+        runs, runs_deleted = entry.get("runs", ()), entry.get("runs_deleted", ())
+        for namespace, key, value in entry.get("kv", ()):
+            self.kv[(namespace, key)] = value
         new = {task_id: (text, metadata) for task_id, text, metadata in payloads}
         for row in tasks:
             task_id = row[0]
@@ -144,17 +153,17 @@ class _Fold:
 
 def _encode(changes: ChangeSet) -> bytes:
     resources = [(r.id, r.tenant, r.version, r.created_at, r.body) for r in changes.resources_added]
-    return marshal.dumps(
-        (
-            changes.payloads,
-            changes.tasks,
-            changes.deleted,
-            resources,
-            changes.resources_deleted,
-            changes.runs,
-            changes.runs_deleted,
-        )
-    )
+    entry = {
+        "payloads": changes.payloads,
+        "tasks": changes.tasks,
+        "deleted": changes.deleted,
+        "resources": resources,
+        "resources_deleted": changes.resources_deleted,
+        "runs": changes.runs,
+        "runs_deleted": changes.runs_deleted,
+        "kv": changes.kv,
+    }
+    return marshal.dumps({name: rows for name, rows in entry.items() if rows})
 
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
@@ -222,6 +231,14 @@ class SQLiteJournal(Journal):
             db.executemany("DELETE FROM resources WHERE id = ?", [(i,) for i in fold.resources_deleted])
             db.executemany("INSERT OR REPLACE INTO runs (id, tenant, data) VALUES (?, ?, ?)", fold.runs.values())
             db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in fold.runs_deleted])
+            db.executemany(
+                "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
+                [(ns, key, value) for (ns, key), value in fold.kv.items() if value is not None],
+            )
+            db.executemany(
+                "DELETE FROM kv WHERE namespace = ? AND key = ?",
+                [(ns, key) for (ns, key), value in fold.kv.items() if value is None],
+            )
             db.execute("DELETE FROM log WHERE seq <= ?", (entries[-1][0],))
         except BaseException:
             db.execute("ROLLBACK")
@@ -230,11 +247,16 @@ class SQLiteJournal(Journal):
         self.backlog = max(0, self.backlog - len(entries))
         return len(entries)
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord]]:
+    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
         fold = _Fold()
         for (body,) in self._db.execute("SELECT body FROM log ORDER BY seq"):
             fold.add(body)
-        return list(self._tasks(fold)), self._resources(fold), self._runs(fold)
+        return list(self._tasks(fold)), self._resources(fold), self._runs(fold), self._kv(fold)
+
+    def _kv(self, fold: _Fold) -> list[tuple[str, str, str]]:
+        stored = {(ns, key): value for ns, key, value in self._db.execute("SELECT namespace, key, value FROM kv")}
+        stored.update(fold.kv)
+        return [(ns, key, value) for (ns, key), value in stored.items() if value is not None]
 
     def _runs(self, fold: _Fold) -> list[RunRecord]:
         stored = {

@@ -238,6 +238,7 @@ class ChangeSet:
     resources_deleted: list[str] = field(default_factory=list)
     runs: list[tuple[str, str, str]] = field(default_factory=list)  # (id, tenant, JSON)
     runs_deleted: list[str] = field(default_factory=list)
+    kv: list[tuple[str, str, str | None]] = field(default_factory=list)  # (namespace, key, value; None: deleted)
 
     def __bool__(self) -> bool:
         return bool(
@@ -247,6 +248,7 @@ class ChangeSet:
             or self.resources_deleted
             or self.runs
             or self.runs_deleted
+            or self.kv
         )
 
 
@@ -261,6 +263,7 @@ class _Dirty:
     resources_deleted: list[str] = field(default_factory=list)
     runs: dict[str, RunRecord] = field(default_factory=dict)
     runs_deleted: list[str] = field(default_factory=list)
+    kv: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
@@ -271,6 +274,7 @@ class _Dirty:
             or self.resources_deleted
             or self.runs
             or self.runs_deleted
+            or self.kv
         )
 
 
@@ -377,6 +381,17 @@ def check_name(field_name: str, value: object) -> str:
     return value
 
 
+_KEY = re.compile(r"^[\w.:@/+=-]{1,256}$")
+
+
+def check_key(field_name: str, value: object) -> str:
+    if not isinstance(value, str) or not _KEY.match(value):
+        raise InvalidArgumentError(
+            field_name, f"must be 1-256 characters of letters, digits and ._:@/+=-; got {value!r}"
+        )
+    return value
+
+
 def check_number(field_name: str, value: object, *, low: float, high: float, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise InvalidArgumentError(field_name, f"must be a number; got {value!r}")
@@ -452,6 +467,7 @@ class CoordinatorState:
         self._resource_refs: Counter[str] = Counter()
         self._runs: dict[str, RunRecord] = {}
         self._finished_runs: deque[str] = deque()
+        self._kv: dict[tuple[str, str], str] = {}
         self._changes = _Dirty()
 
     # ----------------------------------------------------------------------------------------- producers
@@ -1013,6 +1029,37 @@ class CoordinatorState:
             raise RunNotFoundError(str(run_id))
         return record
 
+    # ------------------------------------------------------------------------------------------------ kv
+
+    def kv_put(self, namespace: str, key: str, value: str, *, if_absent: bool = False) -> bool:
+        """Store ``value`` (JSON text) under ``namespace``/``key``; with ``if_absent``, only if none is there.
+
+        Returns whether it was written. The system store of the façade (API keys, ownership): not tenant-scoped.
+        """
+        check_key("namespace", namespace)
+        check_key("key", key)
+        self._check_payload("value", value)
+        if if_absent and (namespace, key) in self._kv:
+            return False
+        self._kv[(namespace, key)] = value
+        self._changes.kv[(namespace, key)] = value
+        return True
+
+    def kv_get(self, namespace: str, key: str) -> str | None:
+        """The value under ``namespace``/``key``, or None."""
+        return self._kv.get((namespace, key))
+
+    def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove ``namespace``/``key``; returns whether it was there."""
+        if self._kv.pop((namespace, key), None) is None:
+            return False
+        self._changes.kv[(namespace, key)] = None
+        return True
+
+    def kv_list(self, namespace: str, prefix: str = "") -> list[tuple[str, str]]:
+        """(key, value) pairs of a namespace whose keys start with ``prefix``, sorted by key."""
+        return sorted((k, v) for (ns, k), v in self._kv.items() if ns == namespace and k.startswith(prefix))
+
     # ------------------------------------------------------------------------------------- housekeeping
 
     def sweep(self) -> int:
@@ -1102,6 +1149,7 @@ class CoordinatorState:
             resources_deleted=dirty.resources_deleted,
             runs=[record.row() for record in dirty.runs.values()],
             runs_deleted=dirty.runs_deleted,
+            kv=[(namespace, key, value) for (namespace, key), value in dirty.kv.items()],
         )
 
     def load(
@@ -1109,8 +1157,11 @@ class CoordinatorState:
         tasks: Iterable[TaskRecord],
         resources: Iterable[ResourcesRecord],
         runs: Iterable[RunRecord] = (),
+        kv: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         """Rebuild from the journal (before any call): live leases stay leased until their deadlines."""
+        for namespace, key, value in kv:
+            self._kv[(namespace, key)] = value
         for resources_record in resources:
             self._store_resources(resources_record)
         for run in sorted(runs, key=lambda r: r.created_at):

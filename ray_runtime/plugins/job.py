@@ -33,15 +33,18 @@ EXIT_OK, EXIT_ACTION_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the entrypoint
 
 
+def job_metadata() -> dict[str, str]:
+    """The Ray job metadata of the job this process is the entrypoint of (empty outside a job)."""
+    try:
+        metadata = json.loads(os.environ.get(_JOB_CONFIG_ENV) or "{}").get("metadata")
+    except (ValueError, AttributeError):
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def submission_id() -> str | None:
     """The Ray submission id of the job this process is the entrypoint of, if it is one."""
-    config = os.environ.get(_JOB_CONFIG_ENV)
-    if not config:
-        return None
-    try:
-        return json.loads(config).get("metadata", {}).get("job_submission_id")
-    except (ValueError, AttributeError):
-        return None
+    return job_metadata().get("job_submission_id")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ def run_job(plugin_path: str, action: str, params: str | None, options: JobOptio
         return _fail_input(f"cannot read params: {exc}")
 
     sid = submission_id()
+    tenant = options.tenant or job_metadata().get("ray_runtime.tenant")  # the façade writes the caller's tenant
     record = options.record if options.record is not None else sid is not None
     run_id = options.run_id or sid or new_id("run")
     start = {
@@ -127,7 +131,7 @@ def run_job(plugin_path: str, action: str, params: str | None, options: JobOptio
         "params": validated.model_dump(mode="json"),
         "metadata": {"mode": "job", "plugin_version": plugin.manifest.version},
     }
-    coord = _connect(options.tenant) if record else None
+    coord = _connect(tenant) if record else None
     if coord is not None:
         coord.runs.start(run_id, **start)
     reporter = _JobReporter(coord, options.resources_id)

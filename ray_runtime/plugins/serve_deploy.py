@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from ray_runtime._ray import dashboard_url
 from ray_runtime.errors import InvalidArgumentError, ResourcesNotFoundError, ServerError, TimeoutError
 from ray_runtime.plugins.manifest import ActionSpec, Plugin, resolve
 from ray_runtime.plugins.package import runtime_env
@@ -161,12 +162,10 @@ def declarative_config(plugins: Iterable[Plugin], *, tenant: str | None = None) 
     return {"applications": applications}
 
 
-def _dashboard_url(dashboard_url: str | None) -> str:
-    if dashboard_url is None:
-        if not ray.is_initialized():
-            ray.init()
-        dashboard_url = ray._private.worker.get_dashboard_url()
-    return dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
+def _dashboard_url(url: str | None) -> str:
+    if url is None:
+        return dashboard_url()
+    return url if "://" in url else f"http://{url}"
 
 
 def serve_manager(dashboard_url: str | None = None) -> Any:

@@ -1,0 +1,50 @@
+"""Request dependencies: the services, the authenticated caller, and scope checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from ray_runtime.api.keys import Caller
+from ray_runtime.api.services import Services
+from ray_runtime.errors import PermissionDeniedError
+from ray_runtime.models.api import Scope
+
+__all__ = ["Admin", "ItemId", "Reader", "ServicesDep", "SubmissionId", "Submitter", "authenticated", "require"]
+
+SubmissionId = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,255}$", description="A Ray submission (or job) id.")
+]
+ItemId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,255}$", description="An id or name.")]
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+async def authenticated(request: Request) -> Caller:
+    """The caller, also kept on the request for the audit log."""
+    caller = await request.app.state.services.authenticate(request.headers.get("authorization"))
+    request.state.caller = caller
+    return caller
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that lets the call through only with at least ``scope``."""
+
+    async def check(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+        if not caller.scope.allows(scope):
+            raise PermissionDeniedError(f"this needs a key with scope '{scope.value}' (yours: '{caller.scope.value}')")
+        return caller
+
+    return check
+
+
+Reader = Annotated[Caller, Depends(require(Scope.READ))]
+Submitter = Annotated[Caller, Depends(require(Scope.SUBMIT))]
+Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]

@@ -1,0 +1,43 @@
+"""Which Ray jobs a caller may see: jobs carry their tenant in Ray's own job metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray_runtime.api.keys import Caller
+from ray_runtime.api.services import Services
+from ray_runtime.errors import NotFoundError
+
+__all__ = ["ACTION", "PLUGIN", "SUBMITTED_BY", "TENANT", "job_tenant", "owned_job", "scoped_metadata", "visible_jobs"]
+
+TENANT, SUBMITTED_BY = "ray_runtime.tenant", "ray_runtime.submitted_by"
+PLUGIN, ACTION = "ray_runtime.plugin", "ray_runtime.action"
+_RESERVED_PREFIX = "ray_runtime."
+
+
+def job_tenant(details: dict[str, Any]) -> str:
+    """The tenant a job belongs to (jobs submitted around the façade belong to 'default')."""
+    return (details.get("metadata") or {}).get(TENANT) or "default"
+
+
+def scoped_metadata(caller: Caller, metadata: dict[str, str] | None) -> dict[str, str]:
+    """Client metadata minus reserved keys (no tenant spoofing), plus the caller's tenant and key."""
+    kept = {k: v for k, v in (metadata or {}).items() if not k.startswith(_RESERVED_PREFIX)}
+    kept[TENANT] = caller.tenant
+    if caller.key_id:
+        kept[SUBMITTED_BY] = caller.key_id
+    return kept
+
+
+async def owned_job(services: Services, caller: Caller, submission_id: str) -> dict[str, Any]:
+    """Ray's JobDetails if the job is the caller's; another tenant's job is as absent as a missing one."""
+    details = await services.job_details(submission_id)
+    if job_tenant(details) != caller.tenant:
+        raise NotFoundError(f"not found: no job {submission_id!r}", submission_id=submission_id)
+    return details
+
+
+async def visible_jobs(services: Services, caller: Caller) -> list[dict[str, Any]]:
+    """Every job of the caller's tenant, as Ray lists them."""
+    jobs = await services.dashboard_json("GET", "/api/jobs/")
+    return [job for job in jobs if job.get("submission_id") and job_tenant(job) == caller.tenant]

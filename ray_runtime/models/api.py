@@ -1,0 +1,271 @@
+"""Wire models of the HTTP API (façade and clients): requests, responses, log frames, keys, health."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ray_runtime.models.runs import Run
+from ray_runtime.models.tasks import Lease, Task, TaskError, TaskSpec
+
+__all__ = [
+    "ApiKey",
+    "ClaimRequest",
+    "ClusterListing",
+    "CompleteRequest",
+    "CompleteResponse",
+    "EnqueueManyRequest",
+    "FailRequest",
+    "HealthCheck",
+    "HealthReport",
+    "HeartbeatRequest",
+    "JobInfo",
+    "JobPage",
+    "JobStatus",
+    "JobSubmitRequest",
+    "KeyCreateRequest",
+    "KeyCreated",
+    "LogFrame",
+    "LogRange",
+    "NextClaim",
+    "Scope",
+    "ServeApplication",
+    "ServeDeployRequest",
+    "WaitRequest",
+]
+
+_SUBMISSION_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+
+class Scope(enum.StrEnum):
+    """What a key may do; each scope includes the ones before it."""
+
+    READ = "read"  # look at the tenant's jobs, logs, queues, tasks, resources, Serve apps, cluster
+    SUBMIT = "submit"  # also submit and stop jobs, enqueue and work tasks, publish resources
+    ADMIN = "admin"  # also deploy and delete Serve apps, manage API keys
+
+    def allows(self, needed: Scope) -> bool:
+        order = list(Scope)
+        return order.index(self) >= order.index(needed)
+
+
+class ApiKey(BaseModel):
+    """An API key as listed (never its secret)."""
+
+    key_id: str
+    tenant: str
+    scope: Scope
+    name: str = ""
+    created_at: float
+    revoked_at: float | None = None
+
+
+class KeyCreateRequest(_Request):
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    scope: Scope = Scope.SUBMIT
+    name: str = Field(default="", max_length=200)
+
+
+class KeyCreated(BaseModel):
+    """A new key: ``key`` is shown this once and never stored."""
+
+    key: str
+    info: ApiKey
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+class JobStatus(enum.StrEnum):
+    """Ray's job states; the last three are terminal."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class JobSubmitRequest(_Request):
+    """Submit a plugin action (``plugin`` + ``action`` + ``params``) or a raw ``entrypoint`` with its runtime_env."""
+
+    plugin: str | None = None
+    action: str | None = None
+    params: Any = None
+    entrypoint: str | None = Field(default=None, min_length=1, max_length=100_000)
+    runtime_env: dict[str, Any] | None = None
+    submission_id: str | None = Field(default=None, pattern=_SUBMISSION_ID)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    entrypoint_num_cpus: float | None = Field(default=None, ge=0)
+    entrypoint_num_gpus: float | None = Field(default=None, ge=0)
+    entrypoint_memory: int | None = Field(default=None, ge=0)
+    entrypoint_resources: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> JobSubmitRequest:
+        plugin_job = self.plugin is not None or self.action is not None
+        if plugin_job == (self.entrypoint is not None):
+            raise ValueError("give either plugin and action, or an entrypoint")
+        if plugin_job and (self.plugin is None or self.action is None):
+            raise ValueError("a plugin job needs both plugin and action")
+        if plugin_job and self.runtime_env is not None:
+            raise ValueError("runtime_env comes from the plugin's manifest for plugin jobs")
+        return self
+
+
+class JobInfo(BaseModel):
+    """A Ray job as the façade shows it: Ray's status plus, for plugin jobs, the recorded run."""
+
+    submission_id: str
+    job_id: str | None = None
+    status: JobStatus
+    message: str | None = None
+    entrypoint: str = ""
+    start_time: float | None = Field(default=None, description="Unix seconds.")
+    end_time: float | None = None
+    tenant: str
+    submitted_by: str | None = None
+    plugin: str | None = None
+    action: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    run: Run | None = None
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first; pass ``next_cursor`` for the next page."""
+
+    items: list[JobInfo]
+    next_cursor: str | None = None
+
+
+class LogRange(BaseModel):
+    """A bounded byte range of a job's log."""
+
+    submission_id: str
+    offset: int
+    next_offset: int
+    data: str
+    complete: bool = Field(description="True when next_offset was the end of the log when read.")
+
+
+class LogFrame(BaseModel):
+    """One frame of a log stream; ``offset`` is the byte offset after it (resume there with ``?offset=``)."""
+
+    type: Literal["lines", "heartbeat", "end", "limit", "error"]
+    offset: int
+    data: str = ""
+    status: JobStatus | None = None
+    limit: str | None = None
+    error: dict[str, Any] | None = None
+
+
+# ----------------------------------------------------------------------------------------------- queues
+
+
+class EnqueueManyRequest(_Request):
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=10_000)
+
+
+class ClaimRequest(_Request):
+    worker_id: str = Field(min_length=1, max_length=128)
+    max_tasks: int = Field(default=1, ge=1, le=1000)
+    lease_s: float | None = Field(default=None, gt=0)
+    wait_s: float = Field(default=0.0, ge=0, le=60, description="Long poll: return as soon as a task is claimable.")
+
+
+class NextClaim(ClaimRequest):
+    """The claim that follows a completion in the same call."""
+
+    queue: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class HeartbeatRequest(_Request):
+    extend_s: float | None = Field(default=None, gt=0)
+
+
+class CompleteRequest(_Request):
+    result: Any = None
+    next: NextClaim | None = Field(default=None, description="Claim the next task(s) in the same call.")
+
+
+class CompleteResponse(BaseModel):
+    task: Task
+    leases: list[Lease] = Field(default_factory=list)
+
+
+class FailRequest(_Request):
+    error: TaskError | str
+    retryable: bool = True
+
+
+class WaitRequest(_Request):
+    task_ids: list[str] = Field(min_length=1, max_length=1000)
+    timeout_s: float = Field(default=30.0, ge=0, le=60)
+    return_when: Literal["all", "first"] = "all"
+
+
+# ------------------------------------------------------------------------------------------ cluster, serve
+
+
+class ClusterListing(BaseModel):
+    """A State API listing; ``truncated`` says when Ray returned fewer than ``total``."""
+
+    kind: str
+    items: list[dict[str, Any]]
+    total: int
+    truncated: bool
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ServeApplication(BaseModel):
+    name: str
+    tenant: str | None = None
+    status: str
+    message: str = ""
+    route_prefix: str | None = None
+    deployments: dict[str, Any] = Field(default_factory=dict)
+    last_deployed_time_s: float | None = None
+
+
+class ServeDeployRequest(_Request):
+    """Deploy a plugin's serve actions, or one application from an import path (as in a Serve config)."""
+
+    plugin: str | None = None
+    actions: list[str] | None = None
+    import_path: str | None = None
+    args: dict[str, Any] | None = None
+    runtime_env: dict[str, Any] | None = None
+    route_prefix: str | None = None
+    deployments: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServeDeployRequest:
+        if (self.plugin is None) == (self.import_path is None):
+            raise ValueError("give either plugin or import_path")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ health
+
+
+class HealthCheck(BaseModel):
+    ok: bool
+    detail: str = ""
+
+
+class HealthReport(BaseModel):
+    status: Literal["live", "ready", "unavailable"]
+    checks: dict[str, HealthCheck] = Field(default_factory=dict)
