@@ -39,5 +39,5 @@ async def owned_job(services: Services, caller: Caller, submission_id: str) -> d
 
 async def visible_jobs(services: Services, caller: Caller) -> list[dict[str, Any]]:
     """Every job of the caller's tenant, as Ray lists them."""
-    jobs = await services.dashboard_json("GET", "/api/jobs/")
+    jobs = await services.all_jobs()
     return [job for job in jobs if job.get("submission_id") and job_tenant(job) == caller.tenant]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
+from builtins import TimeoutError as TimeoutError_
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import ray
 
 from ray_runtime._ray import dashboard_url
@@ -75,6 +77,31 @@ class KeyCache:
         self._any = (-1e9, False)
 
 
+class _Expiring:
+    """A small time-bounded memo of upstream answers (bounded in size; oldest dropped first)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._limit = limit
+
+    def get(self, key: Any) -> Any:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return item[1]
+
+    def put(self, key: Any, value: Any, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        if len(self._items) >= self._limit:
+            self._items.pop(next(iter(self._items)))
+        self._items[key] = (time.monotonic() + ttl_s, value)
+
+    def drop(self, key: Any) -> None:
+        self._items.pop(key, None)
+
+
 class Services:
     """Everything a request handler needs; ``start`` connects, ``stop`` releases."""
 
@@ -82,12 +109,13 @@ class Services:
         self.settings = settings
         self.started_at = time.time()
         self.coordinator: Any = None
-        self.dashboard: httpx.AsyncClient | None = None
+        self.dashboard: aiohttp.ClientSession | None = None
         self.dashboard_url = ""
         self.keys: KeyCache | None = None
         self.logs: LogHub | None = None
         self.audit: AuditLog | None = None
         self.dev_mode = False
+        self._memo = _Expiring()
 
     async def start(self) -> None:
         from ray_runtime.coordinator import aconnect
@@ -97,17 +125,17 @@ class Services:
             await asyncio.to_thread(ray.init, address=address, log_to_driver=False)
         url = self.settings.dashboard_url or dashboard_url()
         self.dashboard_url = url if "://" in url else f"http://{url}"
-        self.dashboard = httpx.AsyncClient(
+        self.dashboard = aiohttp.ClientSession(
             base_url=self.dashboard_url,
             headers=ray_auth_headers(),
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=60),
+            connector=aiohttp.TCPConnector(limit=64),
         )
         self.coordinator = await aconnect(name=self.settings.coordinator_name)
         self.keys = KeyCache(self.coordinator, self.settings.keys_cache_s)
         self.logs = LogHub(
             self.dashboard,
-            self.job_details,
+            lambda submission_id: self.job_details(submission_id, fresh=True),
             poll_interval_s=self.settings.log_poll_interval_s,
             heartbeat_s=self.settings.log_heartbeat_s,
         )
@@ -117,7 +145,7 @@ class Services:
 
     async def stop(self) -> None:
         if self.dashboard is not None:
-            await self.dashboard.aclose()
+            await self.dashboard.close()
 
     # ------------------------------------------------------------------------------------------- helpers
 
@@ -125,25 +153,63 @@ class Services:
         """The coordinator acting for the caller's tenant."""
         return self.coordinator.for_tenant(caller.tenant)
 
-    async def dashboard_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the dashboard's REST API; its errors become ray_runtime errors."""
+    async def dashboard_request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes, str]:
+        """Call the dashboard's REST API; returns status, body and content type (unreachable: an error)."""
         assert self.dashboard is not None
+        if "params" in kwargs:
+            kwargs["params"] = query_params(kwargs["params"])
         try:
-            reply = await self.dashboard.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
+            async with self.dashboard.request(method, path, **kwargs) as reply:
+                return reply.status, await reply.read(), reply.headers.get("content-type", "application/json")
+        except TimeoutError_ as exc:
             raise TimeoutError(f"the Ray dashboard did not answer {method} {path} in time") from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise UnavailableError(f"the Ray dashboard at {self.dashboard_url} is unreachable ({exc})") from exc
-        if reply.status_code >= 400:
-            raise _dashboard_error(reply)
-        return reply.json() if reply.content else None
 
-    async def job_details(self, submission_id: str) -> dict[str, Any]:
-        """Ray's JobDetails of a submission id (NotFoundError if Ray has no such job)."""
-        return await self.dashboard_json("GET", f"/api/jobs/{submission_id}")
+    async def dashboard_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the dashboard's REST API for JSON; its errors become ray_runtime errors."""
+        status, body, _ = await self.dashboard_request(method, path, **kwargs)
+        if status >= 400:
+            raise _dashboard_error(status, body, path)
+        return json.loads(body) if body else None
 
-    async def job_status(self, submission_id: str) -> JobStatus:
-        return JobStatus((await self.job_details(submission_id))["status"])
+    async def job_details(self, submission_id: str, *, fresh: bool = False) -> dict[str, Any]:
+        """Ray's JobDetails of a submission id (NotFoundError if Ray has no such job).
+
+        A finished job's details are final, so they are kept for ``finished_job_cache_s``.
+        """
+        key = ("job", submission_id)
+        cached = None if fresh else self._memo.get(key)
+        if cached is not None:
+            return cached
+        details = await self.dashboard_json("GET", f"/api/jobs/{submission_id}")
+        if JobStatus(details["status"]).terminal:
+            self._memo.put(key, details, self.settings.finished_job_cache_s)
+        return details
+
+    async def all_jobs(self) -> list[dict[str, Any]]:
+        """Ray's job list, reused for ``job_list_cache_s``; changes made through the façade clear it."""
+        cached = self._memo.get("jobs")
+        if cached is None:
+            cached = await self.dashboard_json("GET", "/api/jobs/")
+            self._memo.put("jobs", cached, self.settings.job_list_cache_s)
+        return cached
+
+    def jobs_changed(self, submission_id: str | None = None) -> None:
+        """Forget what is cached about jobs after the façade changed one."""
+        self._memo.drop("jobs")
+        if submission_id is not None:
+            self._memo.drop(("job", submission_id))
+
+    async def run_of(self, coordinator: Any, tenant: str, run_id: str) -> Any:
+        """A plugin run from the coordinator, or None; finished runs are final, so they are kept."""
+        key = ("run", tenant, run_id)
+        cached = self._memo.get(key)
+        if cached is None:
+            cached = await coordinator.runs.find(run_id)
+            if cached is not None and cached.status != "running":
+                self._memo.put(key, cached, 3600.0)
+        return cached
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """The caller of a request: a key by Bearer or by Basic password; none needed in dev mode."""
@@ -177,15 +243,22 @@ def _credential(authorization: str | None) -> str | None:
     )
 
 
-def _dashboard_error(reply: httpx.Response) -> RayRuntimeError:
-    text = reply.text[:1000]
-    if reply.status_code == 404 or "does not exist" in text:
-        return NotFoundError(f"not found: {text.strip() or reply.request.url.path}")
+def query_params(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Query parameters as Ray's SDK (requests) sends them: lists repeat the key, other values as ``str``."""
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            pairs.append((key, str(item)))
+    return pairs
+
+
+def _dashboard_error(status: int, body: bytes, path: str) -> RayRuntimeError:
+    text = body[:1000].decode("utf-8", errors="replace")
+    if status == 404 or "does not exist" in text:
+        return NotFoundError(f"not found: {text.strip() or path}")
     try:
-        body = reply.json()
+        parsed = json.loads(body)
     except ValueError:
-        body = {"error": {"message": text}}
-    error = from_wire(
-        body if isinstance(body, dict) and "error" in body else {"error": {"message": text}}, reply.status_code
-    )
-    return error
+        parsed = None
+    wire = parsed if isinstance(parsed, dict) and "error" in parsed else {"error": {"message": text}}
+    return from_wire(wire, status)

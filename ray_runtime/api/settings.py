@@ -48,9 +48,15 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 2**20, gt=0)
     log_range_default: int = Field(default=64 * 1024, gt=0, description="Bytes of a log range when no limit is given.")
     log_range_max: int = Field(default=8 * 2**20, gt=0)
-    log_poll_interval_s: float = Field(default=0.05, gt=0, description="State API log poll interval.")
+    log_poll_interval_s: float = Field(default=0.025, gt=0, description="State API log poll interval.")
     log_heartbeat_s: float = Field(default=5.0, gt=0, description="Idle time before a heartbeat frame.")
     keys_cache_s: float = Field(default=5.0, ge=0, description="How long a looked-up API key is trusted.")
+    finished_job_cache_s: float = Field(
+        default=30.0, ge=0, description="How long a finished job's details are served from memory (they are final)."
+    )
+    job_list_cache_s: float = Field(
+        default=1.0, ge=0, description="How long Ray's job list is reused (cleared by changes made here)."
+    )
     audit_log: Path | None = Field(default=None, description="JSON-lines audit file (default: storage/audit.jsonl).")
     stream_limits: StreamLimits = Field(default_factory=StreamLimits)
 

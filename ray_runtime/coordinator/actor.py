@@ -40,7 +40,7 @@ from ray_runtime.coordinator.state import (
     TaskRecord,
     check_number,
 )
-from ray_runtime.errors import ResourcesNotFoundError, ValidationError
+from ray_runtime.errors import ResourcesNotFoundError, RunNotFoundError, ValidationError
 from ray_runtime.models.resources import named_resources_adapter
 
 __all__ = ["POLL_GROUP", "CoordinatorActor", "pack", "unpack"]
@@ -453,6 +453,18 @@ class CoordinatorActor:
 
     def run_get(self, payload: bytes) -> bytes:
         return self._call(RunRecord.wire, self._state.run_get, *unpack(payload))
+
+    def run_find(self, payload: bytes) -> bytes:
+        """``run_get`` that answers None for an unknown run (an exception through Ray costs milliseconds)."""
+        tenant, run_id = unpack(payload)
+
+        def find() -> RunRecord | None:
+            try:
+                return self._state.run_get(tenant, run_id)
+            except RunNotFoundError:
+                return None
+
+        return self._call(lambda record: None if record is None else record.wire(), find)
 
     def runs(self, payload: bytes) -> bytes:
         tenant, plugin, limit = unpack(payload)

@@ -645,6 +645,10 @@ class _RunCalls(_Handle):
         """One run by id (a Ray submission id for jobs)."""
         return _Call("run_get", (self.tenant, run_id), _run)
 
+    def _find(self, run_id: str) -> _Call[Run | None]:
+        """One run by id, or None if none is recorded under it."""
+        return _Call("run_find", (self.tenant, run_id), lambda raw: None if raw is None else _run(raw))
+
     def _list(self, *, plugin: str | None = None, limit: int = 100) -> _Call[list[Run]]:
         """The tenant's runs, newest first."""
         return _Call("runs", (self.tenant, plugin, limit), lambda raw: [_run(w) for w in raw])
@@ -698,6 +702,7 @@ class Runs(_RunCalls, _Blocking):
     progress = _blocking(_RunCalls._progress)
     finish = _blocking(_RunCalls._finish)
     get = _blocking(_RunCalls._get)
+    find = _blocking(_RunCalls._find)
     list = _blocking(_RunCalls._list)
 
 
@@ -708,6 +713,7 @@ class AsyncRuns(_RunCalls, _Awaitable):
     progress = _awaitable(_RunCalls._progress)
     finish = _awaitable(_RunCalls._finish)
     get = _awaitable(_RunCalls._get)
+    find = _awaitable(_RunCalls._find)
     list = _awaitable(_RunCalls._list)
 
 

@@ -67,7 +67,7 @@ async def _list(services: Services, kind: Kind, filters: list[tuple[str, str, st
 
 
 async def _tenant_job_ids(services: Services, caller: Caller) -> set[str]:
-    jobs = await services.dashboard_json("GET", "/api/jobs/")
+    jobs = await services.all_jobs()
     return {
         job["job_id"]
         for job in jobs

@@ -30,7 +30,6 @@ from ray_runtime.errors import (
     ConflictError,
     InvalidArgumentError,
     RayRuntimeError,
-    RunNotFoundError,
 )
 from ray_runtime.models.api import JobInfo, JobPage, JobStatus, JobSubmitRequest, LogFrame, LogRange
 
@@ -59,10 +58,8 @@ def job_info(details: dict[str, Any], run: Any = None) -> JobInfo:
 
 
 async def _run_of(services: Services, caller: Caller, submission_id: str) -> Any:
-    try:
-        return await services.coordinator_for(caller).runs.get(submission_id)
-    except RunNotFoundError:
-        return None
+    """The run recorded under this job's id (plugin jobs record one, however they were submitted), or None."""
+    return await services.run_of(services.coordinator_for(caller), caller.tenant, submission_id)
 
 
 async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) -> str:
@@ -106,6 +103,7 @@ async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) ->
 async def submit(body: JobSubmitRequest, caller: Submitter, services: ServicesDep) -> JobInfo:
     """Submit a plugin action (packed, uploaded, run in its runtime_env) or a raw entrypoint."""
     submission_id = await _submit(services, caller, body)
+    services.jobs_changed()
     return job_info(await services.job_details(submission_id))
 
 
@@ -165,7 +163,8 @@ async def get_job(submission_id: SubmissionId, caller: Reader, services: Service
 async def stop_job(submission_id: SubmissionId, caller: Submitter, services: ServicesDep) -> JobInfo:
     await owned_job(services, caller, submission_id)
     await services.dashboard_json("POST", f"/api/jobs/{submission_id}/stop")
-    return job_info(await services.job_details(submission_id))
+    services.jobs_changed(submission_id)
+    return job_info(await services.job_details(submission_id, fresh=True))
 
 
 @router.delete("/{submission_id}", status_code=204)
@@ -175,6 +174,7 @@ async def delete_job(submission_id: SubmissionId, caller: Submitter, services: S
     if not JobStatus(details["status"]).terminal:
         raise ConflictError(f"job {submission_id!r} is {details['status']}; stop it before deleting it")
     await services.dashboard_json("DELETE", f"/api/jobs/{submission_id}")
+    services.jobs_changed(submission_id)
     return Response(status_code=204)
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from ray_runtime.api.deps import Reader, ServicesDep, SubmissionId, Submitter
 from ray_runtime.api.jobs_access import owned_job, scoped_metadata, visible_jobs
 from ray_runtime.api.services import Services
-from ray_runtime.errors import BadRequestError, RayRuntimeError, UnavailableError
+from ray_runtime.errors import BadRequestError, RayRuntimeError
 
 router = APIRouter(prefix="/api", tags=["ray jobs compatibility"])
 Protocol = Annotated[Literal["gcs"], Path(description="Package store: Ray's job client uses gcs.")]
@@ -26,13 +26,8 @@ PackageName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,200}\.zip$", descr
 
 async def _forward(services: Services, method: str, path: str, **kwargs: Any) -> Response:
     """Send the request on to the dashboard and hand its answer back as it is."""
-    assert services.dashboard is not None
-    try:
-        reply = await services.dashboard.request(method, path, **kwargs)
-    except Exception as exc:
-        raise UnavailableError(f"the Ray dashboard is unreachable ({type(exc).__name__})") from exc
-    media = reply.headers.get("content-type", "application/json")
-    return Response(content=reply.content, status_code=reply.status_code, media_type=media)
+    status, body, media = await services.dashboard_request(method, path, **kwargs)
+    return Response(content=body, status_code=status, media_type=media)
 
 
 @router.get("/version")
@@ -51,7 +46,7 @@ async def package_exists(
 async def upload_package(
     protocol: Protocol, package_name: PackageName, request: Request, caller: Submitter, services: ServicesDep
 ) -> Response:
-    return await _forward(services, "PUT", f"/api/packages/{protocol}/{package_name}", content=await request.body())
+    return await _forward(services, "PUT", f"/api/packages/{protocol}/{package_name}", data=await request.body())
 
 
 @router.get("/jobs/")
@@ -70,6 +65,7 @@ async def submit(request: Request, caller: Submitter, services: ServicesDep) -> 
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     body["metadata"] = scoped_metadata(caller, body.get("metadata"))
+    services.jobs_changed()
     return await _forward(services, "POST", "/api/jobs/", json=body)
 
 
@@ -81,12 +77,14 @@ async def get_job(job_id: SubmissionId, caller: Reader, services: ServicesDep) -
 @router.delete("/jobs/{job_id}")
 async def delete_job(job_id: SubmissionId, caller: Submitter, services: ServicesDep) -> Response:
     await owned_job(services, caller, job_id)
+    services.jobs_changed(job_id)
     return await _forward(services, "DELETE", f"/api/jobs/{job_id}")
 
 
 @router.post("/jobs/{job_id}/stop")
 async def stop_job(job_id: SubmissionId, caller: Submitter, services: ServicesDep) -> Response:
     await owned_job(services, caller, job_id)
+    services.jobs_changed(job_id)
     return await _forward(services, "POST", f"/api/jobs/{job_id}/stop")
 
 
