@@ -6,7 +6,8 @@ Public names only; everything else lives in its own module::
     coord = rr.connect()
     task_id = coord.enqueue("work", {"n": 1})
 
-Names that need Ray load on first use, so ``ray_runtime.client`` and the models import without Ray.
+Names that need Ray or the plugin machinery load on first use, so ``ray_runtime.client`` and the models
+import with httpx and pydantic alone.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from ray_runtime import errors
 from ray_runtime._version import __version__
 from ray_runtime.models import LLM, JSONResource, PromptTemplate, ResourcesUpdate, TaskSpec, TaskStatus
-from ray_runtime.plugins.action import Context, action
 
 if TYPE_CHECKING:
     from ray_runtime.coordinator import AsyncCoordinator, Coordinator, aconnect, connect
+    from ray_runtime.plugins.action import Context, action
 
 __all__ = [
     "LLM",
@@ -44,6 +45,8 @@ _LAZY = {
     "Coordinator": "ray_runtime.coordinator",
     "connect": "ray_runtime.coordinator",
     "aconnect": "ray_runtime.coordinator",
+    "Context": "ray_runtime.plugins.action",
+    "action": "ray_runtime.plugins.action",
 }
 
 

@@ -7,8 +7,8 @@ The tree is split first by who must act, which is also the retry rule::
     │   ├── BadRequestError                      bad_request            400
     │   │   ├── InvalidArgumentError             invalid_argument       400  names the field
     │   │   ├── ManifestError                    invalid_manifest       400  names file, field, problem
-    │   │   └── PackageError                     invalid_package        400  escaping paths, symlinks
-    │   ├── ValidationError                      validation_error       422  names every bad field
+    │   │   ├── PackageError                     invalid_package        400  escaping paths, symlinks
+    │   │   └── ValidationError                  validation_error       422  names every bad field
     │   ├── AuthenticationError                  unauthenticated        401
     │   ├── PermissionDeniedError                permission_denied      403
     │   ├── NotFoundError                        not_found              404
@@ -95,6 +95,7 @@ class RayRuntimeError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.status_code = self.http_status  # the HTTP status it came with (or will go out with)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -152,7 +153,7 @@ class PackageError(BadRequestError):
     code = "invalid_package"
 
 
-class ValidationError(CallerError):
+class ValidationError(BadRequestError):
     """A body or parameter set failed schema validation; ``details["errors"]`` lists every bad field."""
 
     code = "validation_error"
@@ -392,4 +393,6 @@ def from_wire(body: Any, http_status: int) -> RayRuntimeError:
     if cls is None:
         cls = _STATUS_FALLBACK.get(http_status, ServerError if http_status >= 500 else CallerError)
     details = error.get("details") if isinstance(error.get("details"), dict) else {}
-    return _rebuild(cls, str(error.get("message", "")), details)
+    rebuilt = _rebuild(cls, str(error.get("message", "")), details)
+    rebuilt.status_code = http_status
+    return rebuilt

@@ -29,7 +29,7 @@ ServicesDep = Annotated[Services, Depends(services)]
 
 async def authenticated(request: Request) -> Caller:
     """The caller, also kept on the request for the audit log."""
-    caller = await request.app.state.services.authenticate(request.headers.get("authorization"))
+    caller = await request.app.state.services.authenticate(request.headers)
     request.state.caller = caller
     return caller
 

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from builtins import TimeoutError as TimeoutError_
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,17 @@ from ray_runtime.api.audit import AuditLog
 from ray_runtime.api.keys import KEYS_NAMESPACE, Caller, StoredKey, parse_key, verify
 from ray_runtime.api.logtail import LogHub
 from ray_runtime.api.settings import ApiSettings
+from ray_runtime.coordinator.state import check_name
 from ray_runtime.errors import (
     AuthenticationError,
     NotFoundError,
+    PermissionDeniedError,
     RayRuntimeError,
     TimeoutError,
     UnavailableError,
     from_wire,
 )
-from ray_runtime.models.api import JobStatus, Scope
+from ray_runtime.models.api import TENANT_HEADER, JobStatus, Scope
 
 __all__ = ["Services", "ray_auth_headers"]
 
@@ -211,16 +214,25 @@ class Services:
                 self._memo.put(key, cached, 3600.0)
         return cached
 
-    async def authenticate(self, authorization: str | None) -> Caller:
-        """The caller of a request: a key by Bearer or by Basic password; none needed in dev mode."""
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        """The caller of a request: a key by Bearer or by Basic password; none needed in dev mode.
+
+        ``X-Ray-Runtime-Tenant`` picks the tenant in dev mode; with a key it may only repeat the key's own tenant.
+        """
         assert self.keys is not None
-        key = _credential(authorization)
+        key = _credential(headers.get("authorization"))
+        asked = headers.get(TENANT_HEADER)
+        if asked is not None:
+            check_name(TENANT_HEADER, asked)
         if key is None:
             if self.dev_mode and not await self.keys.any_keys():
-                return Caller(tenant="default", scope=Scope.ADMIN)
+                return Caller(tenant=asked or "default", scope=Scope.ADMIN)
             self.dev_mode = False
             raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>'")
-        return await self.keys.caller(key)
+        caller = await self.keys.caller(key)
+        if asked is not None and asked != caller.tenant:
+            raise PermissionDeniedError(f"this key acts for tenant '{caller.tenant}', not '{asked}'")
+        return caller
 
 
 def _credential(authorization: str | None) -> str | None:

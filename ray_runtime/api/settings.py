@@ -8,32 +8,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ray_runtime.models.api import StreamLimits
+
 __all__ = ["ApiSettings", "StreamLimits"]
-
-
-class StreamLimits(BaseSettings):
-    """Caps on one log stream; reaching one ends the stream with an explicit ``limit`` frame."""
-
-    model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_STREAM_", extra="ignore")
-
-    max_lines: int = Field(default=1_000_000, ge=1)
-    max_bytes: int = Field(default=256 * 2**20, ge=1)
-    max_messages: int = Field(default=100_000, ge=1)
-    max_message_size: int = Field(default=2**20, ge=1, description="Bytes of log data in one frame.")
-
-    def narrowed(self, **requested: int | None) -> StreamLimits:
-        """These limits, lowered (never raised) by what a client asked for."""
-        values = self.model_dump()
-        for name, value in requested.items():
-            if value is not None:
-                values[name] = min(values[name], value)
-        return StreamLimits(**values)
 
 
 class ApiSettings(BaseSettings):
     """Where the façade listens, what it talks to, and its limits."""
 
-    model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_API_", extra="ignore", env_nested_delimiter="__")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

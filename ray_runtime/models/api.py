@@ -11,6 +11,7 @@ from ray_runtime.models.runs import Run
 from ray_runtime.models.tasks import Lease, Task, TaskError, TaskSpec
 
 __all__ = [
+    "TENANT_HEADER",
     "ApiKey",
     "ClaimRequest",
     "ClusterListing",
@@ -33,9 +34,11 @@ __all__ = [
     "Scope",
     "ServeApplication",
     "ServeDeployRequest",
+    "StreamLimits",
     "WaitRequest",
 ]
 
+TENANT_HEADER = "x-ray-runtime-tenant"  # picks the tenant in dev mode; with a key, must match it
 _SUBMISSION_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
@@ -159,6 +162,23 @@ class LogRange(BaseModel):
     next_offset: int
     data: str
     complete: bool = Field(description="True when next_offset was the end of the log when read.")
+
+
+class StreamLimits(BaseModel):
+    """Caps on one log stream; reaching one ends it with an explicit ``limit`` frame (or a StreamLimitError)."""
+
+    max_lines: int = Field(default=1_000_000, ge=1)
+    max_bytes: int = Field(default=256 * 2**20, ge=1)
+    max_messages: int = Field(default=100_000, ge=1)
+    max_message_size: int = Field(default=2**20, ge=1, description="Bytes of log data in one frame.")
+
+    def narrowed(self, **requested: int | None) -> StreamLimits:
+        """These limits, lowered (never raised) by what was asked for."""
+        values = self.model_dump()
+        for name, value in requested.items():
+            if value is not None:
+                values[name] = min(values[name], value)
+        return StreamLimits(**values)
 
 
 class LogFrame(BaseModel):

@@ -147,8 +147,10 @@ async def _sse(chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 class ActionDeployment:
     """One plugin action behind HTTP, streaming and WebSocket; see the module docstring."""
 
-    def __init__(self, plugin: str, action: str, entrypoint: str, tenant: str | None = None) -> None:
-        self.loaded = LoadedAction.load(plugin, action, Path.cwd(), entrypoint)
+    def __init__(
+        self, plugin: str, action: str, entrypoint: str, tenant: str | None = None, folder: str | None = None
+    ) -> None:
+        self.loaded = LoadedAction.load(plugin, action, Path(folder) if folder else Path.cwd(), entrypoint)
         self.reporter = _ServeReporter(tenant)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -207,8 +209,13 @@ class ActionDeployment:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Serve application builder: ``args`` has ``action``, and optionally ``tenant`` and ``plugin_dir``."""
+    """Serve application builder: ``args`` has ``action``, and optionally ``tenant`` and ``plugin_dir``.
+
+    Without ``plugin_dir`` the plugin is the working directory (its package as the ``working_dir``); with it,
+    a folder every node can read (a shared file system, or a single-node cluster).
+    """
     plugin = load(args.get("plugin_dir", "."))
     spec = plugin.action(args["action"])
     deployment = ActionDeployment.options(**deployment_options(spec))
-    return deployment.bind(plugin.name, spec.name, spec.entrypoint, args.get("tenant"))
+    folder = str(plugin.path.resolve()) if "plugin_dir" in args else None
+    return deployment.bind(plugin.name, spec.name, spec.entrypoint, args.get("tenant"), folder)

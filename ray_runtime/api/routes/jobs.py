@@ -243,7 +243,7 @@ async def websocket_logs(
     """The same frames as the HTTP stream, one JSON message each; the socket closes after ``end``/``limit``."""
     services: Services = websocket.app.state.services
     try:
-        caller = await services.authenticate(websocket.headers.get("authorization"))
+        caller = await services.authenticate(websocket.headers)
         await owned_job(services, caller, submission_id)
     except RayRuntimeError as exc:
         await websocket.accept()

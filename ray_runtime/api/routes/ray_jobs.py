@@ -99,7 +99,7 @@ async def tail(websocket: WebSocket, job_id: str) -> None:
     """Ray's log tail (text messages until the job ends), served from the façade's fast log follower."""
     services: Services = websocket.app.state.services
     try:
-        caller = await services.authenticate(websocket.headers.get("authorization"))
+        caller = await services.authenticate(websocket.headers)
         submission_id = (await owned_job(services, caller, job_id))["submission_id"]
     except RayRuntimeError as exc:
         await websocket.close(code=1008, reason=exc.code)

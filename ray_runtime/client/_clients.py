@@ -1,0 +1,416 @@
+"""``RuntimeClient`` and ``AsyncRuntimeClient``: the same methods over one request layer; only the transport differs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import httpx
+
+from ray_runtime._version import __version__
+from ray_runtime.client._calls import Calls
+from ray_runtime.client._http import ClientConfig, Request, Sleep, decode_error, send_flow
+from ray_runtime.client._tail import LogTail, Protocol
+from ray_runtime.errors import TimeoutError
+from ray_runtime.models.api import TENANT_HEADER, JobInfo, StreamLimits
+
+__all__ = ["AsyncRuntimeClient", "RuntimeClient"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_STREAM_ERRORS = (httpx.TransportError, OSError, EOFError)
+
+
+def _ws_errors() -> tuple[type[BaseException], ...]:
+    import websockets
+
+    return (websockets.exceptions.WebSocketException, *_STREAM_ERRORS)
+
+
+class _Base(Calls):
+    """What both clients hold: the URL, the credentials, the config, and request building."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        tenant: str | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.tenant = tenant
+        self.config = config or ClientConfig()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"user-agent": f"ray-runtime-client/{__version__}"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        if self.tenant:
+            headers[TENANT_HEADER] = self.tenant
+        return headers
+
+    def _ws_url(self, tail: LogTail) -> str:
+        query = "&".join(f"{key}={value}" for key, value in tail.params().items())
+        return f"{self.base_url.replace('http://', 'ws://', 1).replace('https://', 'wss://', 1)}{tail.path()}?{query}"
+
+    def _build_with(self, http: httpx.Client | httpx.AsyncClient) -> Callable[[Request[Any]], httpx.Request]:
+        def build(request: Request[Any]) -> httpx.Request:
+            return http.build_request(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                headers=request.headers or None,
+                timeout=self.config.timeout(request.extra_timeout_s),
+            )
+
+        return build
+
+    @staticmethod
+    def _progress_changed(job: JobInfo, last: tuple[Any, ...] | None) -> tuple[tuple[Any, ...], bool]:
+        mark = (job.status, job.run.progress if job.run else None)
+        return mark, mark != last
+
+
+def _blocking(build: Callable[Concatenate[Any, P], Request[R]]) -> Callable[Concatenate[Any, P], R]:
+    @functools.wraps(build)
+    def method(self: RuntimeClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._send(build(self, *args, **kwargs))
+
+    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
+    return method
+
+
+def _awaitable(
+    build: Callable[Concatenate[Any, P], Request[R]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(build)
+    async def method(self: AsyncRuntimeClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._send(build(self, *args, **kwargs))
+
+    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
+    return method
+
+
+class RuntimeClient(_Base):
+    """The ray_runtime API, blocking. Use as a context manager, or call ``close()``.
+
+    Example:
+        >>> with RuntimeClient("http://head:8080", api_key="rrk_...") as client:
+        ...     job = client.submit_plugin("wordcount", "count", {"top": 3})
+        ...     for line in client.tail_job_logs(job.submission_id):
+        ...         print(line)
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        tenant: str | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, tenant=tenant, config=config)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers(), timeout=self.config.timeout(), limits=self.config.limits()
+        )
+
+    def __enter__(self) -> RuntimeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, request: Request[R]) -> R:
+        flow = send_flow(request, self._build_with(self._http), self.config)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                    step = flow.send(None)  # type: ignore[arg-type]
+                    continue
+                try:
+                    outcome: httpx.Response | Exception = self._http.send(step)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+                step = flow.send(outcome)
+        except StopIteration as done:
+            return done.value
+
+    def iter_jobs(self, **filters: Any) -> Iterator[JobInfo]:
+        """Every job matching ``filters`` (as ``list_jobs``), page after page."""
+        cursor = None
+        while True:
+            page = self.list_jobs(cursor=cursor, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        on_progress: Callable[[JobInfo], None] | None = None,
+    ) -> JobInfo:
+        """Wait until the job ends; ``on_progress`` sees each change of status or run progress."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last = None
+        while True:
+            job = self.get_job(job_id)
+            last, changed = self._progress_changed(job, last)
+            if changed and on_progress is not None:
+                on_progress(job)
+            if job.status.terminal:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s}s")
+            time.sleep(poll_s)
+
+    def tail_job_logs(
+        self, job_id: str, *, protocol: Protocol = "auto", offset: int = 0, limits: StreamLimits | None = None
+    ) -> Iterator[str]:
+        """The job's log lines from ``offset`` until the job ends, each exactly once across reconnects.
+
+        ``auto`` tries WebSocket and falls back to HTTP. ``limits`` are enforced here too (``StreamLimitError``).
+        """
+        tail = LogTail(job_id, protocol, offset, limits, self.config)
+        while not tail.ended:
+            try:
+                tail.connected()
+                for frame in self._frames(tail):
+                    yield from tail.feed(frame)
+                    if tail.ended:
+                        return
+                delay = tail.disconnected(None)
+            except _ws_errors() as exc:
+                delay = tail.disconnected(exc)
+            time.sleep(delay)
+
+    def _frames(self, tail: LogTail) -> Iterator[dict[str, Any]]:
+        if tail.protocol == "websocket":
+            from websockets.sync.client import connect
+
+            with connect(
+                self._ws_url(tail), additional_headers=self._headers(), open_timeout=self.config.connect_timeout_s
+            ) as ws:
+                for message in ws:
+                    yield json.loads(message)
+            return
+        with self._http.stream("GET", tail.path(), params=tail.params(), timeout=self.config.timeout(86400)) as reply:
+            if reply.status_code >= 400:
+                reply.read()
+                raise decode_error(reply)
+            for line in reply.iter_lines():
+                if line:
+                    yield json.loads(line)
+
+    health_check = _blocking(Calls._health_check)
+    submit_plugin = _blocking(Calls._submit_plugin)
+    submit_job = _blocking(Calls._submit_job)
+    list_jobs = _blocking(Calls._list_jobs)
+    get_job = _blocking(Calls._get_job)
+    get_job_logs = _blocking(Calls._get_job_logs)
+    stop_job = _blocking(Calls._stop_job)
+    delete_job = _blocking(Calls._delete_job)
+    list_cluster = _blocking(Calls._list_cluster)
+    get_cluster = _blocking(Calls._get_cluster)
+    list_nodes = _blocking(Calls._list_nodes)
+    list_actors = _blocking(Calls._list_actors)
+    list_tasks = _blocking(Calls._list_tasks)
+    list_applications = _blocking(Calls._list_applications)
+    get_application = _blocking(Calls._get_application)
+    deploy_plugin = _blocking(Calls._deploy_plugin)
+    deploy_application = _blocking(Calls._deploy_application)
+    delete_application = _blocking(Calls._delete_application)
+    enqueue = _blocking(Calls._enqueue)
+    enqueue_many = _blocking(Calls._enqueue_many)
+    claim = _blocking(Calls._claim)
+    heartbeat = _blocking(Calls._heartbeat)
+    complete = _blocking(Calls._complete)
+    complete_and_claim = _blocking(Calls._complete_and_claim)
+    fail = _blocking(Calls._fail)
+    cancel_task = _blocking(Calls._cancel_task)
+    retry_task = _blocking(Calls._retry_task)
+    purge_queue = _blocking(Calls._purge_queue)
+    queue_stats = _blocking(Calls._queue_stats)
+    list_queues = _blocking(Calls._list_queues)
+    get_task = _blocking(Calls._get_task)
+    query_tasks = _blocking(Calls._query_tasks)
+    wait_tasks = _blocking(Calls._wait_tasks)
+    workers = _blocking(Calls._workers)
+    add_resources = _blocking(Calls._add_resources)
+    update_resources = _blocking(Calls._update_resources)
+    get_resources = _blocking(Calls._get_resources)
+    latest_resources = _blocking(Calls._latest_resources)
+    resources_history = _blocking(Calls._resources_history)
+    create_key = _blocking(Calls._create_key)
+    list_keys = _blocking(Calls._list_keys)
+    revoke_key = _blocking(Calls._revoke_key)
+
+
+class AsyncRuntimeClient(_Base):
+    """The ray_runtime API, awaitable. Use as an async context manager, or ``await aclose()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        tenant: str | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, tenant=tenant, config=config)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers(), timeout=self.config.timeout(), limits=self.config.limits()
+        )
+
+    async def __aenter__(self) -> AsyncRuntimeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, request: Request[R]) -> R:
+        flow = send_flow(request, self._build_with(self._http), self.config)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                    step = flow.send(None)  # type: ignore[arg-type]
+                    continue
+                try:
+                    outcome: httpx.Response | Exception = await self._http.send(step)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+                step = flow.send(outcome)
+        except StopIteration as done:
+            return done.value
+
+    async def iter_jobs(self, **filters: Any) -> AsyncIterator[JobInfo]:
+        """Every job matching ``filters`` (as ``list_jobs``), page after page."""
+        cursor = None
+        while True:
+            page = await self.list_jobs(cursor=cursor, **filters)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def wait_job(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        on_progress: Callable[[JobInfo], None] | None = None,
+    ) -> JobInfo:
+        """Wait until the job ends; ``on_progress`` sees each change of status or run progress."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last = None
+        while True:
+            job = await self.get_job(job_id)
+            last, changed = self._progress_changed(job, last)
+            if changed and on_progress is not None:
+                on_progress(job)
+            if job.status.terminal:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s}s")
+            await asyncio.sleep(poll_s)
+
+    async def tail_job_logs(
+        self, job_id: str, *, protocol: Protocol = "auto", offset: int = 0, limits: StreamLimits | None = None
+    ) -> AsyncIterator[str]:
+        """The job's log lines from ``offset`` until the job ends, each exactly once across reconnects."""
+        tail = LogTail(job_id, protocol, offset, limits, self.config)
+        while not tail.ended:
+            try:
+                tail.connected()
+                async for frame in self._frames(tail):
+                    for line in tail.feed(frame):
+                        yield line
+                    if tail.ended:
+                        return
+                delay = tail.disconnected(None)
+            except _ws_errors() as exc:
+                delay = tail.disconnected(exc)
+            await asyncio.sleep(delay)
+
+    async def _frames(self, tail: LogTail) -> AsyncIterator[dict[str, Any]]:
+        if tail.protocol == "websocket":
+            from websockets.asyncio.client import connect
+
+            async with connect(
+                self._ws_url(tail), additional_headers=self._headers(), open_timeout=self.config.connect_timeout_s
+            ) as ws:
+                async for message in ws:
+                    yield json.loads(message)
+            return
+        async with self._http.stream("GET", tail.path(), params=tail.params(), timeout=self.config.timeout(86400)) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                raise decode_error(r)
+            async for line in r.aiter_lines():
+                if line:
+                    yield json.loads(line)
+
+    health_check = _awaitable(Calls._health_check)
+    submit_plugin = _awaitable(Calls._submit_plugin)
+    submit_job = _awaitable(Calls._submit_job)
+    list_jobs = _awaitable(Calls._list_jobs)
+    get_job = _awaitable(Calls._get_job)
+    get_job_logs = _awaitable(Calls._get_job_logs)
+    stop_job = _awaitable(Calls._stop_job)
+    delete_job = _awaitable(Calls._delete_job)
+    list_cluster = _awaitable(Calls._list_cluster)
+    get_cluster = _awaitable(Calls._get_cluster)
+    list_nodes = _awaitable(Calls._list_nodes)
+    list_actors = _awaitable(Calls._list_actors)
+    list_tasks = _awaitable(Calls._list_tasks)
+    list_applications = _awaitable(Calls._list_applications)
+    get_application = _awaitable(Calls._get_application)
+    deploy_plugin = _awaitable(Calls._deploy_plugin)
+    deploy_application = _awaitable(Calls._deploy_application)
+    delete_application = _awaitable(Calls._delete_application)
+    enqueue = _awaitable(Calls._enqueue)
+    enqueue_many = _awaitable(Calls._enqueue_many)
+    claim = _awaitable(Calls._claim)
+    heartbeat = _awaitable(Calls._heartbeat)
+    complete = _awaitable(Calls._complete)
+    complete_and_claim = _awaitable(Calls._complete_and_claim)
+    fail = _awaitable(Calls._fail)
+    cancel_task = _awaitable(Calls._cancel_task)
+    retry_task = _awaitable(Calls._retry_task)
+    purge_queue = _awaitable(Calls._purge_queue)
+    queue_stats = _awaitable(Calls._queue_stats)
+    list_queues = _awaitable(Calls._list_queues)
+    get_task = _awaitable(Calls._get_task)
+    query_tasks = _awaitable(Calls._query_tasks)
+    wait_tasks = _awaitable(Calls._wait_tasks)
+    workers = _awaitable(Calls._workers)
+    add_resources = _awaitable(Calls._add_resources)
+    update_resources = _awaitable(Calls._update_resources)
+    get_resources = _awaitable(Calls._get_resources)
+    latest_resources = _awaitable(Calls._latest_resources)
+    resources_history = _awaitable(Calls._resources_history)
+    create_key = _awaitable(Calls._create_key)
+    list_keys = _awaitable(Calls._list_keys)
+    revoke_key = _awaitable(Calls._revoke_key)

@@ -1,0 +1,121 @@
+"""The request layer both clients share: request specs, the retry policy, and error decoding.
+
+A call is a :class:`Request` (what to send and how to read the answer). :func:`send_flow` is the protocol as a
+generator, like httpx's auth flows: it yields an ``httpx.Request`` to send or a delay to sleep, and receives the
+response (or the transport error); the sync and async clients drive it, differing only in how they wait.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, Field
+
+from ray_runtime.errors import RayRuntimeError, UnavailableError, from_wire
+
+__all__ = ["ClientConfig", "Request", "Sleep", "decode_error", "send_flow"]
+
+R = TypeVar("R")
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+class ClientConfig(BaseModel):
+    """Timeouts, connection pool and the retry policy (retries only where repeating a request is harmless)."""
+
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=20, ge=1)
+    max_keepalive_connections: int = Field(default=10, ge=0)
+    retries: int = Field(default=3, ge=0, description="Retries of idempotent requests on connection errors or 502-504.")
+    backoff_s: float = Field(default=0.2, ge=0, description="First retry delay; doubles each time, with jitter.")
+    backoff_max_s: float = Field(default=5.0, ge=0)
+
+    def timeout(self, extra_s: float = 0.0) -> httpx.Timeout:
+        return httpx.Timeout(self.read_timeout_s + extra_s, connect=self.connect_timeout_s)
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(
+            max_connections=self.max_connections, max_keepalive_connections=self.max_keepalive_connections
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter before retry ``attempt`` (1-based)."""
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """What the flow asks its driver to do between attempts."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Request(Generic[R]):
+    """One API call: method, path, query, JSON body, how to parse the answer, and whether it may be repeated."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], R]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    idempotent: bool | None = None  # None: by method (a POST is never repeated unless said so)
+    extra_timeout_s: float = 0.0  # long polls hold the response this much longer
+    headers: dict[str, str] = field(default_factory=dict)
+    accept: frozenset[int] = frozenset()  # error statuses parsed as answers (e.g. a 503 health report)
+
+    @property
+    def repeatable(self) -> bool:
+        return self.idempotent if self.idempotent is not None else self.method in _IDEMPOTENT_METHODS
+
+
+def decode_error(response: httpx.Response) -> RayRuntimeError:
+    """The typed error of a failed response (the server's code and message when it sent them)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"message": response.text[:500] or f"HTTP {response.status_code}"}}
+    return from_wire(body, response.status_code)
+
+
+def send_flow(
+    request: Request[R], build: Callable[[Request[Any]], httpx.Request], config: ClientConfig
+) -> Generator[httpx.Request | Sleep, httpx.Response | Exception, R]:
+    """Send with retries (repeatable requests only); yields requests and sleeps, returns the parsed answer."""
+    attempt = 0
+    while True:
+        outcome = yield build(request)
+        attempt += 1
+        if not isinstance(outcome, Exception) and outcome.status_code in request.accept:
+            return request.parse(outcome)
+        retry = attempt <= config.retries and request.repeatable
+
+        if isinstance(outcome, Exception):
+            if retry and isinstance(outcome, httpx.TransportError) and not isinstance(outcome, httpx.ReadTimeout):
+                yield Sleep(config.delay(attempt))
+                continue
+            raise _transport_error(outcome, request) from outcome
+        if outcome.status_code in _RETRY_STATUSES and retry:
+            yield Sleep(config.delay(attempt))
+            continue
+        if outcome.status_code >= 400:
+            raise decode_error(outcome)
+        return request.parse(outcome)
+
+
+def _transport_error(exc: Exception, request: Request[Any]) -> RayRuntimeError:
+    from ray_runtime.errors import TimeoutError
+
+    if isinstance(exc, httpx.TimeoutException):
+        return TimeoutError(
+            f"{request.method} {request.path} timed out ({type(exc).__name__}); retry, or raise the client's timeouts"
+        )
+    return UnavailableError(
+        f"cannot reach the ray_runtime API ({type(exc).__name__}: {exc}); check the URL, and that the façade runs "
+        "(`ray-runtime status`)"
+    )
