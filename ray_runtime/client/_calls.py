@@ -6,14 +6,17 @@ The public clients turn each builder into a method (``_get_job`` becomes ``get_j
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
+import pydantic
 from pydantic import BaseModel, TypeAdapter
 
 from ray_runtime.client._http import Request
+from ray_runtime.errors import ValidationError
 from ray_runtime.models.api import (
     ApiKey,
     ClusterListing,
@@ -57,6 +60,15 @@ def _none(response: httpx.Response) -> None:
 
 def _field(name: str) -> Callable[[httpx.Response], Any]:
     return lambda response: response.json()[name]
+
+
+@contextmanager
+def _checked(what: str) -> Iterator[None]:
+    """Input checked here, before sending, fails as the server would: a ``ValidationError`` naming each field."""
+    try:
+        yield
+    except pydantic.ValidationError as exc:
+        raise ValidationError.from_pydantic(what, exc) from None
 
 
 def _segment(value: str) -> str:
@@ -245,7 +257,8 @@ class Calls:
 
         Retried on connection errors only when it carries an ``idempotency_key``.
         """
-        spec = TaskSpec(input=_json(input), **options)
+        with _checked("task options"):
+            spec = TaskSpec(input=_json(input), **options)
         return Request(
             "POST",
             f"/api/v1/queues/{_segment(queue)}/tasks",
@@ -256,12 +269,9 @@ class Calls:
 
     def _enqueue_many(self, queue: str, items: Iterable[Any], **options: Any) -> Request[builtins.list[str]]:
         """Add many tasks at once (all or nothing); items are inputs or ``TaskSpec``."""
-        tasks = [
-            (item if isinstance(item, TaskSpec) else TaskSpec(input=_json(item), **options)).model_dump(
-                mode="json", exclude_none=True
-            )
-            for item in items
-        ]
+        with _checked("task options"):
+            specs = [item if isinstance(item, TaskSpec) else TaskSpec(input=_json(item), **options) for item in items]
+        tasks = [spec.model_dump(mode="json", exclude_none=True) for spec in specs]
         return Request(
             "POST", f"/api/v1/queues/{_segment(queue)}/tasks/batch", _field("task_ids"), json={"tasks": tasks}
         )
@@ -380,7 +390,8 @@ class Calls:
     # ------------------------------------------------------------------------------------------- resources
 
     def _resources_body(self, named: Mapping[str, Any]) -> dict[str, Any]:
-        validated = named_resources_adapter.validate_python(dict(named))
+        with _checked("resources"):
+            validated = named_resources_adapter.validate_python(dict(named))
         return {"resources": named_resources_adapter.dump_python(validated, mode="json")}
 
     def _add_resources(self, named: Mapping[str, Any]) -> Request[ResourcesUpdate]:

@@ -1,107 +1,39 @@
-"""The ``ray-runtime`` command (Typer + Rich)."""
+"""``ray-runtime plugin``, ``run`` and ``worker``: plugins on the Ray cluster this machine can reach."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import os
-import re
 import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ray_runtime._version import __version__
-from ray_runtime.errors import CallerError, RayRuntimeError
+from ray_runtime.cli._common import (
+    EXIT_FAILED,
+    JsonFlag,
+    LogView,
+    ParamsOption,
+    RayAddress,
+    Tenant,
+    connect_ray,
+    console,
+    errors,
+    handles_errors,
+    parse_json,
+    print_json,
+    table,
+)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-app = typer.Typer(name="ray-runtime", help="Run plugins, queues and the API façade on Ray.", no_args_is_help=True)
 plugin_app = typer.Typer(help="Plugins: list, pack, submit as Ray jobs, serve, run as tasks.", no_args_is_help=True)
-app.add_typer(plugin_app, name="plugin")
-keys_app = typer.Typer(help="API keys of the façade (stored hashed in the coordinator).", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-console = Console()
-errors = Console(stderr=True)
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
-ParamsOption = Annotated[str | None, typer.Option("--params", "-p", help="JSON parameters, or @file.json.")]
-RayAddress = Annotated[
-    str | None, typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: auto).")
-]
-Tenant = Annotated[str | None, typer.Option("--tenant", envvar="RAY_RUNTIME_TENANT", help="Tenant to act for.")]
+run_app = typer.Typer()  # `run` and `worker`, registered at the top level
 DashboardAddress = Annotated[
     str,
     typer.Option("--address", envvar="RAY_DASHBOARD_ADDRESS", help="Ray dashboard, as for `ray job submit`."),
 ]
 
 
-def _handles_errors(command: F) -> F:
-    """Turn ray_runtime errors into a one-line message and an exit code that says whose fault it was."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except RayRuntimeError as exc:
-            errors.print(f"[red]error:[/] {exc.message}")
-            for problem in exc.details.get("errors", []):
-                errors.print(f"  - {problem.get('field') or '(input)'}: {problem['problem']}")
-            raise typer.Exit(EXIT_USAGE if isinstance(exc, CallerError) else EXIT_FAILED) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _params(text: str | None) -> Any:
-    if text is None:
-        return {}
-    raw = Path(text[1:]).expanduser().read_text() if text.startswith("@") else text
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        from ray_runtime.errors import BadRequestError
-
-        raise BadRequestError(f"--params is not valid JSON: {exc}") from None
-
-
-def _connect_ray(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address or "auto", log_to_driver=False)
-    except ConnectionError as exc:
-        from ray_runtime.errors import UnavailableError
-
-        raise UnavailableError(
-            f"no Ray cluster at {address or 'auto'} ({exc}); start one with `ray start --head` or pass --address"
-        ) from None
-
-
-def _print_json(value: Any) -> None:
-    console.print_json(json.dumps(value, default=str))
-
-
-@app.callback()
-def _root() -> None:
-    """Run plugins, queues and the API façade on Ray."""
-
-
-@app.command()
-def version() -> None:
-    """Print the ray_runtime version."""
-    typer.echo(__version__)
-
-
-@app.command("run")
+@run_app.command("run")
 def run(
     plugin: Annotated[str, typer.Argument(help="Plugin folder ('.' inside a job's working_dir).")],
     action: Annotated[str, typer.Argument(help="Action name.")],
@@ -121,10 +53,10 @@ def run(
 
 
 @plugin_app.command("list")
-@_handles_errors
+@handles_errors
 def plugin_list(
     root: Annotated[Path, typer.Option(help="Folder holding one folder per plugin.")] = Path("plugins"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """List the plugins under a folder, with their actions and modes (and any invalid ones)."""
     from ray_runtime.plugins.manifest import PluginRegistry
@@ -142,20 +74,18 @@ def plugin_list(
         for a in p.manifest.actions.values()
     ]
     if as_json:
-        _print_json({"plugins": rows, "invalid": {k: v.message for k, v in registry.errors.items()}})
+        print_json({"plugins": rows, "invalid": {k: v.message for k, v in registry.errors.items()}})
         return
-    table = Table(title=f"plugins under {registry.root}")
-    for column in ("plugin", "version", "action", "modes", "description"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["plugin"], row["version"], row["action"], ", ".join(row["modes"]), row["description"])
-    console.print(table)
+    cells = [[r["plugin"], r["version"], r["action"], ", ".join(r["modes"]), r["description"]] for r in rows]
+    console.print(
+        table(f"plugins under {registry.root}", ["plugin", "version", "action", "modes", "description"], cells)
+    )
     for name, error in registry.errors.items():
         errors.print(f"[yellow]invalid plugin {name}:[/] {error.message}")
 
 
 @plugin_app.command("pack")
-@_handles_errors
+@handles_errors
 def plugin_pack(
     plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the zip here.")] = None,
@@ -167,7 +97,7 @@ def plugin_pack(
     package = build_package(resolve(plugin))
     if output is not None:
         package.write(output)
-    _print_json(
+    print_json(
         {
             "plugin": package.plugin,
             "version": package.version,
@@ -180,11 +110,8 @@ def plugin_pack(
     )
 
 
-_PROGRESS_LINE = re.compile(r"^\[progress\] (?P<done>[\d.]+)(?:/(?P<total>[\d.]+))?\s*(?P<message>.*)$")
-
-
 @plugin_app.command("submit")
-@_handles_errors
+@handles_errors
 def plugin_submit(
     plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
     action: Annotated[str, typer.Argument(help="Action name.")],
@@ -204,7 +131,7 @@ def plugin_submit(
         sid = submit_job(
             plugin,
             action,
-            _params(params),
+            parse_json(params, default={}),
             address=address,
             tenant=tenant,
             submission_id=submission_id,
@@ -213,24 +140,8 @@ def plugin_submit(
     console.print(f"submitted [bold]{sid}[/] ({plugin}/{action}) to {address}")
     if not follow:
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task(f"{plugin}/{action}", total=None, note="")
-
-        def show(line: str) -> None:
-            match = _PROGRESS_LINE.match(line)
-            if match is None:
-                progress.console.print(line, markup=False, highlight=False)
-                return
-            total = float(match["total"]) if match["total"] else None
-            progress.update(bar, completed=float(match["done"]), total=total, note=match["message"])
-
-        status = asyncio.run(follow_logs(address, sid, show))
+    with LogView(f"{plugin}/{action}") as line:
+        status = asyncio.run(follow_logs(address, sid, line))
     colour = "green" if status == "SUCCEEDED" else "red"
     console.print(f"job {sid} [{colour}]{status}[/]; its result is recorded in the coordinator as run {sid}")
     if status != "SUCCEEDED":
@@ -238,7 +149,7 @@ def plugin_submit(
 
 
 @plugin_app.command("serve")
-@_handles_errors
+@handles_errors
 def plugin_serve(
     plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
     actions: Annotated[list[str] | None, typer.Option("--action", help="Only these actions (repeatable).")] = None,
@@ -249,7 +160,7 @@ def plugin_serve(
     """Deploy a plugin's serve-mode actions on Ray Serve, leaving every other application as it is."""
     from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
 
-    _connect_ray(address)
+    connect_ray(address)
     with console.status("packing and deploying") as status:
         names = serve_plugin(plugin, tenant=tenant, actions=actions)
         if wait:
@@ -260,7 +171,7 @@ def plugin_serve(
 
 
 @plugin_app.command("serve-config")
-@_handles_errors
+@handles_errors
 def plugin_serve_config(
     root: Annotated[Path, typer.Argument(help="Folder holding one folder per plugin.")] = Path("plugins"),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the YAML here.")] = None,
@@ -288,7 +199,7 @@ def plugin_serve_config(
 
 
 @plugin_app.command("upload")
-@_handles_errors
+@handles_errors
 def plugin_upload(
     root: Annotated[Path, typer.Argument(help="A plugin folder, or a folder holding one folder per plugin.")] = Path(
         "plugins"
@@ -308,7 +219,7 @@ def plugin_upload(
 
 
 @plugin_app.command("run")
-@_handles_errors
+@handles_errors
 def plugin_run(
     plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
     action: Annotated[str, typer.Argument(help="Action name.")],
@@ -321,13 +232,13 @@ def plugin_run(
 
     from ray_runtime.plugins.task import run as run_task
 
-    _connect_ray(address)
-    result = run_task(plugin, action, _params(params), tenant=tenant)
-    _print_json(result.model_dump(mode="json") if isinstance(result, BaseModel) else result)
+    connect_ray(address)
+    result = run_task(plugin, action, parse_json(params, default={}), tenant=tenant)
+    print_json(result.model_dump(mode="json") if isinstance(result, BaseModel) else result)
 
 
-@app.command("worker")
-@_handles_errors
+@run_app.command("worker")
+@handles_errors
 def worker(
     plugin: Annotated[str, typer.Argument(help="Plugin folder or name under ./plugins.")],
     action: Annotated[str, typer.Argument(help="Action name.")],
@@ -350,7 +261,7 @@ def worker(
     queue = queue or spec.queue
     if queue is None or "worker" not in spec.modes:
         raise InvalidArgumentError("action", f"{resolved.name}/{action} does not run in worker mode with a queue")
-    _connect_ray(address)
+    connect_ray(address)
     loaded = LoadedAction.load(resolved.name, action, resolved.path, spec.entrypoint)
 
     async def work() -> None:
@@ -362,120 +273,3 @@ def worker(
         console.print(f"done: {stats.succeeded} succeeded, {stats.failed} failed, {stats.lost} dropped (lease lost)")
 
     asyncio.run(work())
-
-
-@app.command("api")
-@_handles_errors
-def api(
-    host: Annotated[str, typer.Option(envvar="RAY_RUNTIME_API_HOST", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="RAY_RUNTIME_API_PORT", help="Port to bind.")] = 8080,
-    address: RayAddress = None,
-    dashboard: Annotated[str | None, typer.Option(help="Ray dashboard URL (default: the cluster's).")] = None,
-    plugins_dir: Annotated[Path, typer.Option(help="Plugins the façade can submit and serve.")] = Path("plugins"),
-    coordinator: Annotated[str, typer.Option(help="Coordinator actor name.")] = "coordinator",
-) -> None:
-    """Run the API façade under uvicorn. Without API keys it serves only on loopback (dev mode)."""
-    import uvicorn
-
-    from ray_runtime.api import ApiSettings, create_app
-    from ray_runtime.api.keys import KEYS_NAMESPACE
-    from ray_runtime.coordinator import connect
-    from ray_runtime.errors import InvalidArgumentError
-
-    settings = ApiSettings(
-        host=host,
-        port=port,
-        ray_address=address,
-        dashboard_url=dashboard,
-        plugins_dir=plugins_dir,
-        coordinator_name=coordinator,
-    )
-    _connect_ray(address)
-    keys = connect(name=coordinator).kv.items(KEYS_NAMESPACE)
-    if not any(record.get("revoked_at") is None for record in keys.values()) and not settings.loopback():
-        raise InvalidArgumentError(
-            "host",
-            f"no API keys exist, so the façade serves only on loopback; create one with `ray-runtime keys create "
-            f"--tenant <tenant> --scope admin`, or bind to 127.0.0.1 (got {host})",
-        )
-    console.print(f"ray_runtime API on http://{host}:{port} (OpenAPI at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="auto")
-
-
-@keys_app.command("create")
-@_handles_errors
-def keys_create(
-    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
-    scope: Annotated[str, typer.Option(help="read, submit or admin.")] = "submit",
-    name: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
-    address: RayAddress = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Create an API key; it is printed this once and stored only as a hash."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
-    from ray_runtime.coordinator import connect
-    from ray_runtime.coordinator.state import check_name
-    from ray_runtime.errors import InvalidArgumentError
-    from ray_runtime.models.api import Scope
-
-    check_name("tenant", tenant)
-    if scope not in {s.value for s in Scope}:
-        raise InvalidArgumentError("scope", f"must be read, submit or admin; got {scope!r}")
-    _connect_ray(address)
-    key, record = new_key(tenant, Scope(scope), name)
-    connect().kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"), if_absent=True)
-    if as_json:
-        _print_json({"key": key, "info": record.info().model_dump(mode="json")})
-        return
-    console.print(f"key {record.key_id} for tenant {tenant!r}, scope {scope}. Store it now; it is not shown again:")
-    typer.echo(key)
-
-
-@keys_app.command("list")
-@_handles_errors
-def keys_list(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
-    address: RayAddress = None,
-) -> None:
-    """List API keys (ids, tenants, scopes; never secrets)."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey
-    from ray_runtime.coordinator import connect
-
-    _connect_ray(address)
-    table = Table(title="API keys")
-    for column in ("key id", "tenant", "scope", "name", "created", "revoked"):
-        table.add_column(column)
-    for raw in connect().kv.items(KEYS_NAMESPACE).values():
-        key = StoredKey.model_validate(raw)
-        if tenant is None or key.tenant == tenant:
-            revoked = "yes" if key.revoked_at else ""
-            table.add_row(key.key_id, key.tenant, key.scope.value, key.name, f"{key.created_at:.0f}", revoked)
-    console.print(table)
-
-
-@keys_app.command("revoke")
-@_handles_errors
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key id (rrk_<id>_...).")], address: RayAddress = None
-) -> None:
-    """Revoke an API key (the façade stops accepting it within its key cache time)."""
-    import time
-
-    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey
-    from ray_runtime.coordinator import connect
-    from ray_runtime.errors import NotFoundError
-
-    _connect_ray(address)
-    coord = connect()
-    raw = coord.kv.get(KEYS_NAMESPACE, key_id)
-    if raw is None:
-        raise NotFoundError(f"no API key {key_id!r}")
-    record = StoredKey.model_validate(raw)
-    coord.kv.put(KEYS_NAMESPACE, key_id, record.model_copy(update={"revoked_at": time.time()}).model_dump(mode="json"))
-    console.print(f"revoked {key_id}")
-
-
-def main() -> None:
-    """Console-script entry point."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    app(args=sys.argv[1:])

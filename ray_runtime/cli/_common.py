@@ -1,0 +1,293 @@
+"""What every command shares: consoles, error handling and exit codes, input parsing, output, and connections."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ray_runtime.errors import (
+    AuthenticationError,
+    BadRequestError,
+    CallerError,
+    PermissionDeniedError,
+    RayRuntimeError,
+    TimeoutError,
+    UnavailableError,
+)
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_TIMEOUT",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "JsonFlag",
+    "LogView",
+    "ParamsOption",
+    "RayAddress",
+    "Tenant",
+    "connect_ray",
+    "console",
+    "errors",
+    "handles_errors",
+    "parse_json",
+    "print_json",
+    "show",
+    "table",
+    "with_client",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+errors = Console(stderr=True)
+
+# Exit codes: 0 done; 1 it ran and failed (a job failed, a server error); 2 the input must change (bad input,
+# unknown id, auth); 3 the façade or cluster cannot be reached; 4 a wait ran out of time.
+EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4
+CONFIG_FILE = Path("~/.config/ray-runtime/config.toml")
+
+ParamsOption = Annotated[str | None, typer.Option("--params", "-p", help="JSON parameters, or @file.json.")]
+RayAddress = Annotated[
+    str | None, typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: auto).")
+]
+Tenant = Annotated[str | None, typer.Option("--tenant", envvar="RAY_RUNTIME_TENANT", help="Tenant to act for.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
+
+_HINTS: list[tuple[type[RayRuntimeError], str]] = [
+    (
+        AuthenticationError,
+        "pass --api-key or set RAY_RUNTIME_API_KEY (an admin creates keys with `ray-runtime keys create`)",
+    ),
+    (PermissionDeniedError, "use a key of the right tenant and scope (read < submit < admin)"),
+]
+
+
+def handles_errors(command: F) -> F:
+    """Turn ray_runtime errors into a message, a hint of what to do next, and an exit code saying whose turn it is."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RayRuntimeError as exc:
+            errors.print(f"[red]error:[/] {exc.message}", highlight=False)
+            problems = exc.details.get("errors", [])
+            for problem in problems if len(problems) > 1 else []:  # one problem is the message already
+                errors.print(f"  - {problem.get('field') or '(input)'}: {problem['problem']}", highlight=False)
+            for kind, hint in _HINTS:
+                if isinstance(exc, kind):
+                    errors.print(f"[dim]hint: {hint}[/]")
+            raise typer.Exit(_exit_code(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _exit_code(exc: RayRuntimeError) -> int:
+    if isinstance(exc, UnavailableError):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, TimeoutError):
+        return EXIT_TIMEOUT
+    return EXIT_USAGE if isinstance(exc, CallerError) else EXIT_FAILED
+
+
+def parse_json(text: str | None, option: str = "--params", default: Any = None) -> Any:
+    """JSON given inline, as ``@file``, or ``-`` for stdin."""
+    if text is None:
+        return default
+    if text == "-":
+        raw = typer.get_text_stream("stdin").read()
+    elif text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        if not path.is_file():
+            raise BadRequestError(f"{option}: no file {path}")
+        raw = path.read_text()
+    else:
+        raw = text
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(f"{option} is not valid JSON: {exc}") from None
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the Ray cluster as a driver (commands that act on Ray directly)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address or "auto", log_to_driver=False)
+    except ConnectionError as exc:
+        raise UnavailableError(
+            f"no Ray cluster at {address or 'auto'} ({exc}); start one with `ray-runtime up` or pass --address"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------- output
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, unstyled when piped."""
+    text = json.dumps(_plain(value), default=str, indent=2)
+    if console.is_terminal:
+        console.print_json(text)
+    else:
+        typer.echo(text)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A Rich table of plain cells (None prints as empty)."""
+    rendered = Table(title=title, title_justify="left")
+    for position, column in enumerate(columns):
+        rendered.add_column(column, overflow="fold", no_wrap=position == 0)  # ids stay whole, to copy
+    for row in rows:
+        rendered.add_row(*("" if cell is None else str(cell) for cell in row))
+    return rendered
+
+
+def show(value: Any, as_json: bool, human: Callable[[], Any]) -> None:
+    """``value`` as JSON for scripts, or what ``human`` renders for people."""
+    if as_json:
+        print_json(value)
+    else:
+        rendered = human()
+        if rendered is not None:
+            console.print(rendered)
+
+
+_PROGRESS_LINE = re.compile(r"^\[progress\] (?P<done>[\d.]+)(?:/(?P<total>[\d.]+))?\s*(?P<message>.*)$")
+
+
+@contextmanager
+def LogView(title: str) -> Iterator[Callable[[str], None]]:
+    """Live log lines with a progress bar fed by the ``[progress] done/total message`` lines plugin jobs print."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task(title, total=None, note="")
+
+        def line(text: str) -> None:
+            match = _PROGRESS_LINE.match(text)
+            if match is None:
+                progress.console.print(Text.from_ansi(text), highlight=False)
+                return
+            total = float(match["total"]) if match["total"] else None
+            progress.update(bar, completed=float(match["done"]), total=total, note=match["message"])
+
+        yield line
+
+
+# ------------------------------------------------------------------------------------------------------ connection
+
+
+class Connection(BaseModel):
+    """Where the façade is and who we are: from flags, env, the config file, or the runtime `up` started."""
+
+    url: str
+    api_key: str | None = None
+    tenant: str | None = None
+    source: str = ""
+
+
+def resolve_connection(url: str | None, api_key: str | None, tenant: str | None) -> Connection:
+    """Flags and env (Typer reads both) win; then ``$RAY_RUNTIME_CONFIG`` or ~/.config/ray-runtime/config.toml;
+    then the local runtime of ``ray-runtime up``."""
+    from ray_runtime.local import load_state, local_dir
+
+    found: dict[str, Any] = {"url": url, "api_key": api_key, "tenant": tenant}
+    sources = ["flags/env"] if url else []
+    config_path = Path(os.environ.get("RAY_RUNTIME_CONFIG", CONFIG_FILE)).expanduser()
+    if config_path.is_file():
+        try:
+            config = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise BadRequestError(f"{config_path} is not valid TOML: {exc}") from None
+        for name in found:
+            if found[name] is None and config.get(name) is not None:
+                found[name] = str(config[name])
+                sources.append(str(config_path))
+    if found["url"] is None:
+        state = load_state(local_dir())
+        if state is not None:
+            found["url"] = state.api_url
+            found["api_key"] = found["api_key"] or state.api_key
+            sources.append(f"local runtime in {state.dir}")
+    if found["url"] is None:
+        raise UnavailableError(
+            "no ray_runtime API to talk to: pass --url, set RAY_RUNTIME_URL, write url = ... in "
+            f"{CONFIG_FILE}, or start a local runtime with `ray-runtime up`"
+        )
+    return Connection(**found, source=", ".join(dict.fromkeys(sources)))
+
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", envvar="RAY_RUNTIME_URL", help="The API façade (default: config or `up`).")
+]
+KeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="RAY_RUNTIME_API_KEY", help="API key.", show_default=False)
+]
+
+
+def with_client(command: F) -> F:
+    """Give a command ``--url``, ``--api-key`` and ``--tenant``, and call it with a ready ``client``."""
+    signature = inspect.signature(command, eval_str=True)
+    kept = [parameter for name, parameter in signature.parameters.items() if name != "client"]
+    added = [
+        inspect.Parameter("url", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=UrlOption),
+        inspect.Parameter("api_key", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=KeyOption),
+        inspect.Parameter("tenant", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Tenant),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, url: str | None = None, api_key: str | None = None, tenant: str | None = None, **kw: Any):
+        from ray_runtime.client import RuntimeClient
+
+        connection = resolve_connection(url, api_key, tenant)
+        with RuntimeClient(connection.url, connection.api_key, tenant=connection.tenant) as client:
+            return command(*args, client=client, **kw)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in kept + added}
+    return wrapper  # type: ignore[return-value]
+
+
+def ago(timestamp: float | None) -> str:
+    """``12s ago``-style age of a Unix time."""
+    import time
+
+    if timestamp is None:
+        return ""
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"

@@ -1,0 +1,122 @@
+"""``ray-runtime api`` and ``keys``: run the façade, manage its API keys (as a Ray driver on the head)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ray_runtime.cli._common import JsonFlag, RayAddress, connect_ray, console, handles_errors, print_json, table
+
+admin_app = typer.Typer()  # `api`, registered at the top level
+keys_app = typer.Typer(help="API keys of the façade (stored hashed in the coordinator).", no_args_is_help=True)
+
+
+@admin_app.command("api")
+@handles_errors
+def api(
+    host: Annotated[str, typer.Option(envvar="RAY_RUNTIME_API_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="RAY_RUNTIME_API_PORT", help="Port to bind.")] = 8080,
+    address: RayAddress = None,
+    dashboard: Annotated[str | None, typer.Option(help="Ray dashboard URL (default: the cluster's).")] = None,
+    plugins_dir: Annotated[Path, typer.Option(help="Plugins the façade can submit and serve.")] = Path("plugins"),
+    coordinator: Annotated[str, typer.Option(help="Coordinator actor name.")] = "coordinator",
+) -> None:
+    """Run the API façade under uvicorn. Without API keys it serves only on loopback (dev mode)."""
+    import uvicorn
+
+    from ray_runtime.api import ApiSettings, create_app
+    from ray_runtime.api.keys import KEYS_NAMESPACE
+    from ray_runtime.coordinator import connect
+    from ray_runtime.errors import InvalidArgumentError
+
+    settings = ApiSettings(
+        host=host,
+        port=port,
+        ray_address=address,
+        dashboard_url=dashboard,
+        plugins_dir=plugins_dir,
+        coordinator_name=coordinator,
+    )
+    connect_ray(address)
+    keys = connect(name=coordinator).kv.items(KEYS_NAMESPACE)
+    if not any(record.get("revoked_at") is None for record in keys.values()) and not settings.loopback():
+        raise InvalidArgumentError(
+            "host",
+            f"no API keys exist, so the façade serves only on loopback; create one with `ray-runtime keys create "
+            f"--tenant <tenant> --scope admin`, or bind to 127.0.0.1 (got {host})",
+        )
+    console.print(f"ray_runtime API on http://{host}:{port} (OpenAPI at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="auto")
+
+
+@keys_app.command("create")
+@handles_errors
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
+    scope: Annotated[str, typer.Option(help="read, submit or admin.")] = "submit",
+    name: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
+    address: RayAddress = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key; it is printed this once and stored only as a hash."""
+    from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
+    from ray_runtime.coordinator import connect
+    from ray_runtime.coordinator.state import check_name
+    from ray_runtime.errors import InvalidArgumentError
+    from ray_runtime.models.api import Scope
+
+    check_name("tenant", tenant)
+    if scope not in {s.value for s in Scope}:
+        raise InvalidArgumentError("scope", f"must be read, submit or admin; got {scope!r}")
+    connect_ray(address)
+    key, record = new_key(tenant, Scope(scope), name)
+    connect().kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"), if_absent=True)
+    if as_json:
+        print_json({"key": key, "info": record.info().model_dump(mode="json")})
+        return
+    console.print(f"key {record.key_id} for tenant {tenant!r}, scope {scope}. Store it now; it is not shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+@handles_errors
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    address: RayAddress = None,
+) -> None:
+    """List API keys (ids, tenants, scopes; never secrets)."""
+    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey
+    from ray_runtime.coordinator import connect
+
+    connect_ray(address)
+    keys = [StoredKey.model_validate(raw) for raw in connect().kv.items(KEYS_NAMESPACE).values()]
+    rows = [
+        [k.key_id, k.tenant, k.scope.value, k.name, f"{k.created_at:.0f}", "yes" if k.revoked_at else ""]
+        for k in keys
+        if tenant is None or k.tenant == tenant
+    ]
+    console.print(table("API keys", ["key id", "tenant", "scope", "name", "created", "revoked"], rows))
+
+
+@keys_app.command("revoke")
+@handles_errors
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (rrk_<id>_...).")], address: RayAddress = None
+) -> None:
+    """Revoke an API key (the façade stops accepting it within its key cache time)."""
+    import time
+
+    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey
+    from ray_runtime.coordinator import connect
+    from ray_runtime.errors import NotFoundError
+
+    connect_ray(address)
+    coord = connect()
+    raw = coord.kv.get(KEYS_NAMESPACE, key_id)
+    if raw is None:
+        raise NotFoundError(f"no API key {key_id!r}")
+    record = StoredKey.model_validate(raw)
+    coord.kv.put(KEYS_NAMESPACE, key_id, record.model_copy(update={"revoked_at": time.time()}).model_dump(mode="json"))
+    console.print(f"revoked {key_id}")

@@ -1,0 +1,153 @@
+"""The `ray-runtime` commands that go through the façade (job, queue, task, resources) and the key commands, run
+with Typer's runner: their output for scripts (--json) and people, exit codes, and connection settings."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from ray_runtime.cli import app
+
+
+@pytest.fixture
+def cli(facade, monkeypatch, tmp_path):
+    """Run a command as the alpha admin; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("RAY_RUNTIME_URL", facade.url)
+    monkeypatch.setenv("RAY_RUNTIME_API_KEY", facade.keys["alpha"])
+    monkeypatch.setenv("RAY_RUNTIME_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("RAY_RUNTIME_LOCAL_DIR", str(tmp_path / "no-local-runtime"))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+        result = runner.invoke(app, list(args), input=input)
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+def data(output: str):
+    return json.loads(output)
+
+
+def test_job_submit_follow_get_list_logs_stop_delete(cli):
+    code, out, _ = cli("job", "submit", "wordcount", "count", "-p", '{"top": 2}', "--metadata", "origin=cli", "-f")
+    assert code == 0, out
+    assert "SUCCEEDED" in out and '"total_words": 978' in out and "[progress]" not in out  # progress is a bar
+    code, out, _ = cli("job", "list", "--plugin", "wordcount", "--json")
+    [job_id] = [j["submission_id"] for j in data(out) if j["metadata"].get("origin") == "cli"]
+    code, out, _ = cli("job", "get", job_id, "--json")
+    assert code == 0 and data(out)["run"]["result"]["total_words"] == 978
+    code, out, _ = cli("job", "get", job_id)
+    assert "progress" in out and "4/4" in out and "SUCCEEDED" in out
+    code, out, _ = cli("job", "logs", job_id)
+    assert code == 0 and "[result]" in out
+    assert cli("job", "delete", job_id)[0] == 0
+    code, _, err = cli("job", "get", job_id)
+    assert code == 2 and "does not exist" in err
+
+    code, out, _ = cli("job", "submit", "--entrypoint", "echo before; exit 3", "-f", "--json")
+    assert code == 1 and data(out)["status"] == "FAILED"
+    code, out, _ = cli("job", "submit", "--entrypoint", "sleep 300", "--json")
+    sleeper = data(out)["submission_id"]
+    code, out, _ = cli("job", "stop", sleeper, "--json")
+    assert code == 0 and data(out)["status"] == "STOPPED"
+
+
+def test_bad_input_gets_exit_2_and_says_what_to_fix(cli):
+    code, _, err = cli("job", "submit", "wordcount", "count", "-p", "{not json")
+    assert code == 2 and "--params is not valid JSON" in err
+    code, _, err = cli("job", "submit", "wordcount", "count", "-p", '{"top": 0}')
+    assert code == 2 and "top" in err
+    code, _, err = cli("job", "submit", "wordcount")
+    assert code == 2 and "PLUGIN ACTION" in err
+    code, _, err = cli("queue", "enqueue", "bad queue!", "1")
+    assert code == 2 and "queue" in err
+    code, _, err = cli("job", "list", "--api-key", "rrk_nokey_nosecret")
+    assert code == 2 and "hint:" in err and "RAY_RUNTIME_API_KEY" in err
+    code, _, err = cli("job", "list", "--url", "http://127.0.0.1:9")
+    assert code == 3 and "cannot reach" in err
+
+
+def test_queue_and_task_commands(cli, tmp_path):
+    queue = f"cli-{uuid.uuid4().hex[:8]}"
+    code, out, _ = cli("queue", "enqueue", queue, '{"n": 1}', "--priority", "5", "--json")
+    assert code == 0
+    first = data(out)["task_id"]
+    lines = tmp_path / "tasks.jsonl"
+    lines.write_text("\n".join(json.dumps({"n": n}) for n in range(2, 2502)) + "\n")
+    code, out, _ = cli("queue", "enqueue", queue, "--jsonl", str(lines), "--json")
+    assert code == 0 and len(data(out)["task_ids"]) == 2500  # sent in batches
+    code, out, _ = cli("queue", "stats", queue, "--json")
+    assert data(out)["counts"]["queued"] == 2501
+    assert queue in data(cli("queue", "list", "--json")[1])
+
+    code, out, _ = cli("task", "get", first, "--json")
+    assert data(out)["input"] == {"n": 1} and data(out)["priority"] == 5
+    code, out, _ = cli("task", "list", "--queue", queue, "--limit", "1000", "--all", "--json")
+    assert len(data(out)) == 2501 and data(out)[0]["id"] == first
+    assert data(cli("task", "cancel", first, "--json")[1])["status"] == "cancelled"
+    code, out, _ = cli("task", "wait", first, "--timeout", "5", "--json")
+    assert code == 1 and data(out)[0]["status"] == "cancelled"  # ended, but not succeeded
+    assert data(cli("task", "retry", first, "--json")[1])["status"] == "queued"
+    code, _, _ = cli("task", "wait", first, "--timeout", "0.5")
+    assert code == 4  # still queued: timed out
+    code, out, _ = cli("queue", "purge", queue, "--yes")
+    assert code == 0 and "cancelled 2501" in out
+    code, _, err = cli("task", "get", "task_00000000000000000000000000")
+    assert code == 2 and "task_00000000000000000000000000" in err
+
+
+def test_resources_commands(cli, tmp_path):
+    llm = {"llm": {"resource_type": "llm", "endpoint": "http://llm:8000/v1", "model": "tiny"}}
+    code, out, _ = cli("resources", "add", json.dumps(llm), "--json")
+    assert code == 0
+    first = data(out)
+    prompt = tmp_path / "prompt.json"
+    prompt.write_text(json.dumps({"prompt": {"resource_type": "prompt_template", "template": "Q: {q}"}}))
+    code, out, _ = cli("resources", "add", f"@{prompt}", "--merge", "--json")
+    merged = data(out)
+    assert set(merged["resources"]) == {"llm", "prompt"} and merged["version"] == first["version"] + 1
+    assert data(cli("resources", "latest", "--json")[1])["resources_id"] == merged["resources_id"]
+    assert data(cli("resources", "get", first["resources_id"], "--json")[1])["resources"] == first["resources"]
+    history = data(cli("resources", "history", "--limit", "2", "--json")[1])
+    assert [h["resources_id"] for h in history] == [merged["resources_id"], first["resources_id"]]
+    code, out, _ = cli("resources", "latest")
+    assert "prompt_template" in out and "Q: {q}" in out
+    code, _, err = cli("resources", "add", '{"x": {"resource_type": "nope"}}')
+    assert code == 2 and "resources are not valid" in err and "nope" in err
+
+
+def test_connection_from_a_config_file(cli, facade, monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_RUNTIME_URL")
+    monkeypatch.delenv("RAY_RUNTIME_API_KEY")
+    code, _, err = cli("queue", "list")
+    assert code == 3 and "ray-runtime up" in err  # nothing configured: says how to configure
+    config = tmp_path / "config.toml"
+    config.write_text(f'url = "{facade.url}"\napi_key = "{facade.keys["beta"]}"\n')
+    monkeypatch.setenv("RAY_RUNTIME_CONFIG", str(config))
+    code, out, _ = cli("resources", "history", "--json")
+    assert code == 0 and isinstance(data(out), list)
+    code, _, err = cli("queue", "list", "--tenant", "alpha")  # the beta key cannot act for alpha
+    assert code == 2 and "acts for tenant 'beta'" in err
+
+
+def test_keys_commands_on_the_cluster(cli, facade):
+    code, out, _ = cli("keys", "create", "--tenant", "gamma", "--scope", "read", "--name", "cli-test", "--json")
+    assert code == 0
+    created = data(out)
+    key_id = created["info"]["key_id"]
+    code, out, _ = cli("keys", "list", "--tenant", "gamma")
+    assert key_id in out and created["key"] not in out  # never the secret
+    code, out, _ = cli("queue", "list", "--api-key", created["key"], "--json")
+    assert code == 0 and data(out) == []
+    assert cli("keys", "revoke", key_id)[0] == 0
+    code, _, err = cli("queue", "list", "--api-key", created["key"])
+    assert code == 2 and "revoked" in err
+    code, _, err = cli("keys", "create", "--tenant", "gamma", "--scope", "root")
+    assert code == 2 and "scope" in err
