@@ -1,153 +1,190 @@
-"""The end-to-end demo behind `make demo`, on a local Ray started for it (own temp dir, free ports).
+"""`make demo`: a complete local runtime (`ray-runtime up`), a tour of every way in, then `ray-runtime down`.
 
-1. Coordinator: publish resources, enqueue arithmetic problems, run two `rollout` plugin workers as Ray actors,
-   publish cooler LLM settings mid-run, kill the coordinator once, and show that nothing was lost.
-2. Plugins: `hello` as a Ray task, `wordcount` as a Ray job with live progress and its result read back as data,
-   `textstats` as a Serve endpoint (JSON and a per-sentence stream).
+1. CLI: submit `wordcount` as a Ray job and follow its logs with a live progress bar.
+2. Client: read the job's typed result back as data, not from its log.
+3. Serve HTTP: `textstats` as JSON, as an NDJSON stream and as server-sent events.
+4. Queues: `rollout` workers (a `ray-runtime worker` on Ray and a TaskClient over HTTP) share a queue while
+   cooler LLM settings are published mid-run; rewards by resources version show the switch.
+
+Everything runs in its own folder on free ports, so it needs nothing else on the machine and leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import socket
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
-import ray
 from rich.console import Console
 from rich.table import Table
 
-import ray_runtime as rr
-import ray_runtime.plugins as plugins
-from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
-from ray_runtime.plugins.submit import follow_logs
+from ray_runtime import LLM, PromptTemplate
+from ray_runtime.client import RuntimeClient, TaskClient
+from ray_runtime.local import LocalRuntime, load_state
 
+ROOT = Path(__file__).resolve().parent.parent
 console = Console()
-PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """Run `ray-runtime ...` in front of the user (its output goes straight to the terminal)."""
+    console.print(f"[bold]$ ray-runtime {' '.join(args)}[/]", highlight=False)
+    done = subprocess.run([sys.executable, "-m", "ray_runtime", *args], env=env, cwd=ROOT)
+    if check and done.returncode != 0:
+        raise SystemExit(f"`ray-runtime {' '.join(args)}` failed with exit code {done.returncode}")
+    return done
 
 
 def main() -> None:
-    root = tempfile.mkdtemp(prefix="rrd-", dir="/tmp")
-    os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(root, "storage")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # jobs run `python`
-    with console.status("starting a local Ray cluster with its dashboard"):
-        context = ray.init(
-            num_cpus=4,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            dashboard_port=free_port(),
-            _temp_dir=os.path.join(root, "ray"),
-            log_to_driver=False,
-        )
+    directory = tempfile.mkdtemp(prefix="rrdemo-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_RUNTIME_LOCAL_DIR": directory}
+    for name in ("RAY_ADDRESS", "RAY_RUNTIME_URL", "RAY_RUNTIME_API_KEY", "RAY_RUNTIME_TENANT"):
+        env.pop(name, None)
     try:
-        coord = rr.connect(retry_backoff_s=0.1, sweep_interval_s=0.05)
-        coordinator_tour(coord, root)
-        plugin_tour(coord, f"http://{context.dashboard_url}")
+        console.rule("ray-runtime up: Ray, coordinator, plugins on Serve, API façade")
+        ports = ["--ray-port", "0", "--dashboard-port", "0", "--serve-port", "0", "--api-port", "0"]
+        cli("up", *ports, env=env)
+        state = load_state(Path(directory))
+        assert state is not None
+        with RuntimeClient(state.api_url, state.api_key) as client:
+            job_tour(client, env)
+            serve_tour(state.serve_url)
+            queue_tour(client, state, env)
+        cli("status", env=env)
     finally:
-        ray.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+        console.rule("ray-runtime down")
+        cli("down", env=env, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
     console.print("[bold green]demo finished[/]")
 
 
-def coordinator_tour(coord: rr.Coordinator, root: str) -> None:
-    console.rule("coordinator: queues, leases, resources, durability")
-    info = coord.info()
-    console.print(f"coordinator pid {info['pid']}, journal {info['journal'].replace(root, '<tmp>')}")
-    v1 = coord.resources.add(
-        {
-            "llm": rr.LLM(endpoint="http://localhost:8000/v1", model="tiny", sampling_parameters={"temperature": 0.9}),
-            "prompt": rr.PromptTemplate(template="Compute {question} and answer with a number."),
-        }
+def job_tour(client: RuntimeClient, env: dict[str, str]) -> None:
+    console.rule("1. a plugin as a Ray job, from the CLI")
+    cli(
+        "job",
+        "submit",
+        "wordcount",
+        "count",
+        "--params",
+        '{"top": 3}',
+        "--metadata",
+        "origin=demo",
+        "--follow",
+        env=env,
     )
-    console.print(f"resources v{v1.version} published (temperature 0.9)")
-    problems = [{"question": f"{a} * {b} + {a}", "expected": a * b + a} for a in range(2, 7) for b in range(2, 6)]
-    pool = plugins.spawn_workers(PLUGINS / "rollout", "solve", workers=2, lease_s=10)
-    ids = coord.enqueue_many("rollouts", problems[:10])
-    ids += coord.enqueue_many("rollouts", problems[10:], priority=5)
-    again = coord.enqueue("rollouts", {"question": "1 + 1", "expected": 2}, idempotency_key="order-42")
-    assert coord.enqueue("rollouts", {"question": "1 + 1"}, idempotency_key="order-42") == again
-    poison = coord.enqueue("rollouts", {"question": "1 +"}, max_attempts=2)
-    console.print(f"round 1: {len(problems) + 2} tasks (10 at priority 5, a repeated idempotency key, a poison task)")
-    first = coord.wait([*ids, again], timeout_s=180)
-
-    v2 = coord.resources.update(
-        {"llm": rr.LLM(endpoint="http://localhost:8000/v1", model="tiny", sampling_parameters={"temperature": 0.1})}
-    )
-    console.print(f"resources v{v2.version} published (temperature 0.1); the same workers keep running")
-    ids = coord.enqueue_many("rollouts", problems)
-    console.print(f"round 2: {len(ids)} tasks, the same problems")
-    pid = coord.info()["pid"]
-    ray.kill(coord.actor, no_restart=False)
-    console.print(f"[yellow]killed the coordinator (pid {pid})[/]; Ray restarts it and it replays its journal")
-    second = coord.wait(ids, timeout_s=180)
-    dead = coord.wait([poison], timeout_s=60).done[0]
-    console.print(f"coordinator is back as pid {coord.info()['pid']}; round 2: {len(second.done)} of {len(ids)} done")
-    stats = pool.stop()
-    result = type(second)(done=first.done + second.done, pending=second.pending)
-
-    by_version: dict[str, list[float]] = {}
-    for task in result.done:
-        by_version.setdefault(task.result["resources_id"], []).append(task.result["reward"])
-    table = Table(title="rewards by the resources version each attempt used")
-    for column in ("version", "temperature", "tasks", "mean reward"):
-        table.add_column(column)
-    for update, temperature in ((v1, 0.9), (v2, 0.1)):
-        rewards = by_version.get(update.resources_id, [])
-        mean = f"{sum(rewards) / len(rewards):.2f}" if rewards else "-"
-        table.add_row(f"v{update.version}", str(temperature), str(len(rewards)), mean)
-    console.print(table)
-    console.print(f"per worker: {stats}")
-    console.print(f"dead letter {dead.id[-8:]} after {dead.attempts} attempts: {dead.error.type}: {dead.error.message}")
-    counts = coord.stats("rollouts").counts
-    console.print("queue: " + ", ".join(f"{status.value}={n}" for status, n in counts.items() if n))
-
-
-def plugin_tour(coord: rr.Coordinator, dashboard: str) -> None:
-    console.rule("plugins: one action, four ways to run")
-    for attempt in ("first run (packs, uploads, starts a worker)", "warm run"):
-        started = time.perf_counter()
-        reply = plugins.run(PLUGINS / "hello", "greet", {"name": "Ada", "excited": True})
-        elapsed = (time.perf_counter() - started) * 1e3
-        console.print(f"task mode  hello/greet -> {reply.message!r} in {elapsed:.0f} ms, {attempt}")
-
-    submission_id = plugins.submit_job(PLUGINS / "wordcount", "count", {"top": 3}, address=dashboard)
-    console.print(f"job mode   wordcount/count submitted as {submission_id}; its log:")
-    status = asyncio.run(
-        follow_logs(dashboard, submission_id, lambda line: console.print(f"   | {line}", markup=False, highlight=False))
-    )
-    run = coord.runs.get(submission_id)
+    console.rule("2. its result as data, from the Python client")
+    [job] = [j for j in client.iter_jobs(plugin="wordcount") if j.metadata.get("origin") == "demo"]
+    run = client.get_job(job.submission_id).run
+    assert run is not None
     console.print(
-        f"           job {status}; recorded run: {run.status}, {len(run.events)} progress events, "
-        f"result {run.result['total_words']} words, top {run.result['top']}"
+        f"client.get_job({job.submission_id!r}).run: status={run.status.value}, "
+        f"{len(run.events)} progress events, total_words={run.result['total_words']}, top={run.result['top']}"
     )
 
-    from ray import serve
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    with console.status("serve mode: deploying textstats"):
-        wait_for_apps(serve_plugin(PLUGINS / "textstats", dashboard_url=dashboard), dashboard_url=dashboard)
-    base = f"http://127.0.0.1:{port}/plugins/textstats"
+def serve_tour(serve_url: str) -> None:
+    console.rule("3. a plugin as a Serve HTTP endpoint: JSON, NDJSON stream, server-sent events")
+    base = f"{serve_url}/plugins/textstats"
     text = "Plugins run as jobs. They run as tasks! Do they serve? They stream, too."
     stats = httpx.post(f"{base}/analyze", json={"text": text}, timeout=30).json()
-    console.print(f"serve mode POST {base}/analyze -> {json.dumps(stats)}")
-    with httpx.stream("POST", f"{base}/sentences", json={"text": text}, timeout=30) as response:
-        for line in response.iter_lines():
+    console.print(f"POST {base}/analyze -> {json.dumps(stats)}", highlight=False)
+    with httpx.stream("POST", f"{base}/sentences", json={"text": text}, timeout=30) as reply:
+        for line in reply.iter_lines():
             if line:
                 chunk = json.loads(line)
-                console.print(f"           stream: sentence {chunk['index']}: {chunk['words']} words")
+                console.print(f"  NDJSON chunk: sentence {chunk['index']}: {chunk['words']} words")
+    events = []
+    with httpx.stream(
+        "POST", f"{base}/sentences", json={"text": text}, headers={"accept": "text/event-stream"}, timeout=30
+    ) as reply:
+        events = [line for line in reply.iter_lines() if line.startswith("event:") or line.startswith("data:")]
+    console.print(f"  the same as server-sent events: {len(events)} lines, ending with {events[-2:]}")
+
+
+def queue_tour(client: RuntimeClient, state: LocalRuntime, env: dict[str, str]) -> None:
+    console.rule("4. rollout workers on a queue; cooler LLM settings published mid-run")
+    hot = client.add_resources(
+        {
+            "llm": LLM(endpoint="http://localhost:8000/v1", model="tiny", sampling_parameters={"temperature": 0.9}),
+            "prompt": PromptTemplate(template="Compute {question} and answer with a number."),
+        }
+    )
+    console.print(f"resources v{hot.version} published: temperature 0.9 (the policy slips on some multiplications)")
+    problems = [{"question": f"{a} * {b} + {a}", "expected": a * b + a} for a in range(2, 12) for b in range(2, 8)]
+    batch = Path(state.dir) / "problems.jsonl"  # the same problems in both rounds: a fair comparison
+    batch.write_text("".join(json.dumps(problem) + "\n" for problem in problems))
+
+    worker_env = {**env, "RAY_ADDRESS": state.gcs_address}
+    console.print("[bold]$ ray-runtime worker plugins/rollout solve --concurrency 2[/] (in the background)")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ray_runtime", "worker", "plugins/rollout", "solve", "--concurrency", "2"],
+        env=worker_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stop = threading.Event()
+    outside = threading.Thread(target=http_worker, args=(state, stop), daemon=True)
+    outside.start()
+    console.print("and a TaskClient worker outside Ray: polls over HTTP, solves through the Serve endpoint")
+
+    cli("queue", "enqueue", "rollouts", "--jsonl", str(batch), env=env)
+    wait_all(client)
+    cool = client.update_resources(
+        {"llm": LLM(endpoint="http://localhost:8000/v1", model="tiny", sampling_parameters={"temperature": 0.1})}
+    )
+    console.print(f"resources v{cool.version} published: temperature 0.1; the running workers pick it up")
+    cli("queue", "enqueue", "rollouts", "--jsonl", str(batch), env=env)
+
+    wait_all(client)
+    stop.set()
+    worker.send_signal(signal.SIGINT)  # finishes its current tasks, then exits
+    worker.wait(timeout=60)
+    outside.join(timeout=30)
+
+    rewards: dict[str, list[float]] = defaultdict(list)
+    by_worker: Counter[str] = Counter()
+    done = [t for t in client.query_tasks(queue="rollouts", status="succeeded", limit=1000).items]
+    for task in done:
+        rewards[task.result["resources_id"]].append(task.result["reward"])
+        by_worker["HTTP (TaskClient)" if task.worker_id.startswith("task-client") else "Ray (ray-runtime worker)"] += 1
+    table = Table(title=f"{len(done)} rollouts: reward by the resources version each one used")
+    for column in ("version", "temperature", "rollouts", "mean reward"):
+        table.add_column(column)
+    for update, temperature in ((hot, 0.9), (cool, 0.1)):
+        got = rewards.get(update.resources_id, [])
+        table.add_row(
+            f"v{update.version}", str(temperature), str(len(got)), f"{sum(got) / len(got):.2f}" if got else "-"
+        )
+    console.print(table)
+    console.print("rollouts per worker kind: " + ", ".join(f"{kind} {n}" for kind, n in by_worker.items()))
+
+
+def wait_all(client: RuntimeClient) -> None:
+    with console.status("workers are solving"):
+        while (stats := client.queue_stats("rollouts")).counts["queued"] + stats.counts["leased"] > 0:
+            time.sleep(0.2)
+
+
+def http_worker(state: LocalRuntime, stop: threading.Event) -> None:
+    """A worker outside Ray: lease a task over HTTP, solve it with the Serve endpoint, post the rollout."""
+    solve = f"{state.serve_url}/plugins/rollout/solve"
+    with TaskClient(state.api_url, state.api_key, queue="rollouts", poll_wait_s=1) as tasks:
+        while not stop.is_set():
+            lease = tasks.poll_next_task()
+            if lease is None:
+                continue
+            rollout = httpx.post(solve, json=lease.task.input, timeout=30).json()
+            tasks.post_rollout(lease.attempt_id, rollout)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -163,9 +164,14 @@ def _execute(loaded: LoadedAction, params: Any, ctx: Context) -> Any:
 
 
 def _connect(tenant: str | None) -> Any:
+    import ray
+
     from ray_runtime.coordinator import connect
 
+    if not ray.is_initialized():  # quietly: the job's log is the action's output, not Ray's connection notes
+        ray.init(log_to_driver=False, logging_level=logging.WARNING)
     return connect(tenant=tenant)
+
 
 
 def main(argv: list[str]) -> int:
