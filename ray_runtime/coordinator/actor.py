@@ -497,7 +497,10 @@ class CoordinatorActor:
             {
                 "name": self.name,
                 "pid": os.getpid(),
+                "node_id": _node_id(),
+
                 "started_at": self._started_at,
+
                 "replayed_tasks": self._replayed,
                 "replay_s": self._replay_s,
                 "journal": str(getattr(self._journal, "path", ":memory:")),
@@ -506,3 +509,10 @@ class CoordinatorActor:
                 "counts": counts,
             }
         )
+
+
+def _node_id() -> str | None:
+    """The Ray node this runs on (None outside Ray, as in unit tests of the actor class)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None

@@ -173,7 +173,6 @@ def _connect(tenant: str | None) -> Any:
     return connect(tenant=tenant)
 
 
-
 def main(argv: list[str]) -> int:
     """``python -m ray_runtime run PLUGIN ACTION [--params JSON|@file] [--tenant T] [--run-id ID] ...``."""
     parser = argparse.ArgumentParser(prog="python -m ray_runtime run", description=__doc__.split("\n\n")[0])

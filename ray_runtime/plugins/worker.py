@@ -202,10 +202,18 @@ class WorkerPool:
     actors: list[Any]
     runs: list[Any]
 
-    def stop(self, timeout_s: float = 60.0) -> list[dict[str, int]]:
-        """Ask every worker to finish its current task and stop; returns each one's stats."""
-        ray.get([actor.stop.remote() for actor in self.actors], timeout=timeout_s)
-        return ray.get(self.runs, timeout=timeout_s)
+    def stop(self, timeout_s: float = 60.0) -> list[dict[str, int] | None]:
+        """Ask every worker to finish its current task and stop; returns each one's stats (None if it had died,
+        e.g. with its node: its leased tasks were retried elsewhere)."""
+        asked = [actor.stop.remote() for actor in self.actors]
+        ray.wait(asked, num_returns=len(asked), timeout=timeout_s)
+        stats: list[dict[str, int] | None] = []
+        for run in self.runs:
+            try:
+                stats.append(ray.get(run, timeout=timeout_s))
+            except ray.exceptions.RayActorError:
+                stats.append(None)
+        return stats
 
     def kill(self) -> None:
         """Stop at once (leased tasks are retried when their leases expire)."""
@@ -227,6 +235,8 @@ def spawn_workers(
     """Start ``workers`` Ray actors consuming ``queue`` (default: the action's queue in the manifest).
 
     Each runs with the action's Ray resources in the plugin's runtime_env; ``max_tasks`` (each) ends them early.
+    Workers are spread over the nodes that fit them, so losing a node loses only its share (its leases expire
+    and those tasks go to the others).
     """
     resolved = resolve(plugin)
     spec = resolved.action(action)
@@ -238,8 +248,12 @@ def spawn_workers(
     package = package_for(resolved)
     ensure_uploaded(package)
     actor_class = ray.remote(_WorkerActor).options(
-        **spec.resources.ray_options(), runtime_env=runtime_env(resolved, package), max_restarts=0
+        **spec.resources.ray_options(),
+        runtime_env=runtime_env(resolved, package),
+        max_restarts=0,
+        scheduling_strategy="SPREAD",
     )
+
     options = {"concurrency": concurrency, "lease_s": lease_s}
     actors = [
         actor_class.remote(resolved.name, action, spec.entrypoint, queue, tenant, options) for _ in range(workers)

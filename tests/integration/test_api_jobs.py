@@ -74,6 +74,22 @@ def test_a_plugin_job_shows_ray_status_and_the_recorded_run(facade):
         assert client.post("/api/v1/jobs", json={"plugin": "nope", "action": "x"}).status_code == 404
 
 
+def test_a_stopped_plugin_job_ends_its_run_as_failed_with_the_reason(facade):
+    with facade.client("alpha") as client:
+        job = client.post("/api/v1/jobs", json={"plugin": "failing", "action": "slow", "params": {"seconds": 300}})
+        submission_id = job.json()["submission_id"]
+        deadline = time.monotonic() + 120
+        while (client.get(f"/api/v1/jobs/{submission_id}").json().get("run") or {}).get("status") != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert client.post(f"/api/v1/jobs/{submission_id}/stop").status_code == 200
+        done = wait_terminal(client, submission_id)
+        assert done["status"] == "STOPPED"
+        assert done["run"]["status"] == "failed"  # its driver was killed before it could say so
+        assert done["run"]["error"]["message"].startswith("the Ray job ended STOPPED before the action finished")
+        assert client.get(f"/api/v1/jobs/{submission_id}").json()["run"] == done["run"]  # recorded, final
+
+
 def test_listing_pages_newest_first_with_a_cursor(facade):
     with facade.client("alpha") as client:
         ids = [submit_raw(client, "echo page") for _ in range(3)]

@@ -156,7 +156,28 @@ async def get_job(submission_id: SubmissionId, caller: Reader, services: Service
     details, run = await asyncio.gather(
         owned_job(services, caller, submission_id), _run_of(services, caller, submission_id)
     )
-    return job_info(details, run)
+    return job_info(details, await _settled(services, caller, details, run))
+
+
+async def _settled(services: Services, caller: Caller, details: dict[str, Any], run: Any) -> Any:
+    """A run still marked running after its job ended (stopped, killed, its node lost) ends as failed, with why.
+
+    The job's driver could not record that itself; writing it here makes it final for every reader.
+    """
+    status = JobStatus(details["status"])
+    if run is None or run.status != "running" or not status.terminal:
+        return run
+    reason = (details.get("message") or "").strip().splitlines()
+    error = {
+        "type": f"Job{status.value.title()}",
+        "message": f"the Ray job ended {status.value} before the action finished"
+        + (f": {reason[0]}" if reason else ""),
+    }
+    runs = services.coordinator_for(caller).runs
+    try:
+        return await runs.finish(run.id, error=error)
+    except ConflictError:  # it did finish meanwhile: that record wins
+        return await runs.get(run.id)
 
 
 @router.post("/{submission_id}/stop")
