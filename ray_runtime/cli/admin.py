@@ -57,11 +57,17 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
     scope: Annotated[str, typer.Option(help="read, submit or admin.")] = "submit",
     name: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
+    output: Annotated[
+        Path | None, typer.Option(help="Write the key to this file (mode 0600) instead of printing it.")
+    ] = None,
+    if_none: Annotated[
+        bool, typer.Option("--if-none", help="Only if the tenant has no live key of this scope (for bootstrapping).")
+    ] = False,
     address: RayAddress = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create an API key; it is printed this once and stored only as a hash."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
+    """Create an API key; it is shown (or written) this once and stored only as a hash."""
+    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey, new_key
     from ray_runtime.coordinator import connect
     from ray_runtime.coordinator.state import check_name
     from ray_runtime.errors import InvalidArgumentError
@@ -71,8 +77,22 @@ def keys_create(
     if scope not in {s.value for s in Scope}:
         raise InvalidArgumentError("scope", f"must be read, submit or admin; got {scope!r}")
     connect_ray(address)
+    kv = connect().kv
+    if if_none:
+        live = [StoredKey.model_validate(raw) for raw in kv.items(KEYS_NAMESPACE).values()]
+        if any(k.tenant == tenant and k.scope.value == scope and k.revoked_at is None for k in live):
+            console.print(f"tenant {tenant!r} already has a live {scope} key; none created")
+            return
     key, record = new_key(tenant, Scope(scope), name)
-    connect().kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"), if_absent=True)
+    kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"), if_absent=True)
+    if output is not None:
+        output = output.expanduser()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.touch(mode=0o600)
+        output.chmod(0o600)
+        output.write_text(key + "\n")
+        console.print(f"key {record.key_id} for tenant {tenant!r}, scope {scope}, written to {output}")
+        return
     if as_json:
         print_json({"key": key, "info": record.info().model_dump(mode="json")})
         return

@@ -498,9 +498,7 @@ class CoordinatorActor:
                 "name": self.name,
                 "pid": os.getpid(),
                 "node_id": _node_id(),
-
                 "started_at": self._started_at,
-
                 "replayed_tasks": self._replayed,
                 "replay_s": self._replay_s,
                 "journal": str(getattr(self._journal, "path", ":memory:")),

@@ -151,3 +151,15 @@ def test_keys_commands_on_the_cluster(cli, facade):
     assert code == 2 and "revoked" in err
     code, _, err = cli("keys", "create", "--tenant", "gamma", "--scope", "root")
     assert code == 2 and "scope" in err
+
+
+def test_bootstrap_key_is_written_once_to_a_private_file(cli, tmp_path):
+    tenant = f"boot-{uuid.uuid4().hex[:6]}"
+    target = tmp_path / "keys" / "admin_key"
+    args = ("keys", "create", "--tenant", tenant, "--scope", "admin", "--if-none", "--output", str(target))
+    code, out, _ = cli(*args)
+    assert code == 0 and "written to" in out
+    key = target.read_text().strip()
+    assert key.startswith("rrk_") and key not in out and (target.stat().st_mode & 0o777) == 0o600
+    code, out, _ = cli(*args)  # a second boot of the head: the key stays as it is
+    assert code == 0 and "already has a live admin key" in out and target.read_text().strip() == key
