@@ -25,6 +25,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m bench.coordinator
 	$(BIN)/python -m bench.plugins
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

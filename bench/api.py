@@ -32,6 +32,7 @@ from rich.table import Table
 import ray_runtime as rr
 from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
 from ray_runtime.api.services import ray_auth_headers
+from ray_runtime.client import RuntimeClient
 from ray_runtime.models.api import Scope
 
 console = Console()
@@ -149,6 +150,22 @@ def measure_requests(
     return figures
 
 
+def measure_client_overhead(facade: str, key: str, finished: str, n: int) -> dict[str, float]:
+    """The Python client's cost over a bare httpx GET of the same route (request building, typed parsing)."""
+    raw = httpx.Client(base_url=facade, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    samples: dict[str, list[float]] = {"raw": [], "client": []}
+    with RuntimeClient(facade, key) as client:
+        for _ in range(max(1, n // 20)):
+            samples["raw"].append(median_latency(raw, f"/api/v1/jobs/{finished}", 20))
+            times = []
+            for _ in range(20):
+                started = time.perf_counter()
+                client.get_job(finished)
+                times.append(time.perf_counter() - started)
+            samples["client"].append(statistics.median(times))
+    return {f"client_get_{name}": statistics.median(values) for name, values in samples.items()}
+
+
 def start_facade(address: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
@@ -214,6 +231,12 @@ def report(f: dict[str, Any]) -> None:
     ):
         ratio = f[f"{read}_cached"] / f[f"{read}_dashboard"]
         checks.append((f"façade {label} <= 1.3x dashboard", f"{ratio:.2f}x", ratio <= 1.3))
+    overhead = f["client_get_client"] / f["client_get_raw"]
+    console.print(
+        f"RuntimeClient.get_job {f['client_get_client'] * 1e3:.2f} ms vs bare httpx GET "
+        f"{f['client_get_raw'] * 1e3:.2f} ms of the same route"
+    )
+    checks.append(("client / bare httpx <= 1.15x", f"{overhead:.2f}x", overhead <= 1.15))
     for name, value, ok in checks:
         verdicts.add_row(name, value, "PASS" if ok else "MISS")
     console.print(verdicts)
@@ -271,6 +294,7 @@ def main() -> None:
                 time.sleep(0.2)
             facades = {"cached": facade, "uncached": uncached}
             figures |= measure_requests(facades, key, dashboard, finished, running, args.requests)
+            figures |= measure_client_overhead(facade, key, finished, args.requests)
     finally:
         for running_process in [process, *processes]:
             if running_process is not None:

@@ -46,6 +46,7 @@ def up(
     num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs Ray may use (default: all).")] = None,
     plugins_dir: Annotated[Path, typer.Option(help="Plugins to serve and submit.")] = Path("plugins"),
     serve_plugins: Annotated[bool, typer.Option(help="Deploy the plugins' serve-mode actions.")] = True,
+    timeout_s: Annotated[float, typer.Option("--timeout", min=1, help="Give up (and stop it all) after this.")] = 300,
     as_json: JsonFlag = False,
 ) -> None:
     """Start Ray (with dashboard), the coordinator, the plugins on Serve and the API façade; wait until healthy.
@@ -67,6 +68,7 @@ def up(
             num_cpus=num_cpus,
             plugins_dir=plugins_dir,
             serve_plugins=serve_plugins,
+            timeout_s=timeout_s,
         )
     except pydantic.ValidationError as exc:
         raise ValidationError.from_pydantic("options", exc) from None
