@@ -32,7 +32,9 @@ def _ws_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Base(Calls):
-    """What both clients hold: the URL, the credentials, the config, and request building."""
+    """What both clients hold: the URL, the credentials, the config, the connection pool, and request building."""
+
+    _transport: type[httpx.Client] | type[httpx.AsyncClient]  # each client names its own; _send waits its way
 
     def __init__(
         self,
@@ -46,6 +48,9 @@ class _Base(Calls):
         self.api_key = api_key
         self.tenant = tenant
         self.config = config or ClientConfig()
+        self._http = self._transport(
+            base_url=self.base_url, headers=self._headers(), timeout=self.config.timeout(), limits=self.config.limits()
+        )
 
     def _headers(self) -> dict[str, str]:
         headers = {"user-agent": f"ray-runtime-client/{__version__}"}
@@ -108,18 +113,8 @@ class RuntimeClient(_Base):
         ...         print(line)
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        *,
-        tenant: str | None = None,
-        config: ClientConfig | None = None,
-    ) -> None:
-        super().__init__(base_url, api_key, tenant=tenant, config=config)
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=self._headers(), timeout=self.config.timeout(), limits=self.config.limits()
-        )
+    _transport = httpx.Client
+    _http: httpx.Client
 
     def __enter__(self) -> RuntimeClient:
         return self
@@ -264,18 +259,8 @@ class RuntimeClient(_Base):
 class AsyncRuntimeClient(_Base):
     """The ray_runtime API, awaitable. Use as an async context manager, or ``await aclose()``."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        *,
-        tenant: str | None = None,
-        config: ClientConfig | None = None,
-    ) -> None:
-        super().__init__(base_url, api_key, tenant=tenant, config=config)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self._headers(), timeout=self.config.timeout(), limits=self.config.limits()
-        )
+    _transport = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncRuntimeClient:
         return self

@@ -120,6 +120,12 @@ def test_dev_mode_serves_only_on_loopback_and_refuses_other_binds(ray_cluster, t
     with TestClient(app) as client:
         assert client.get("/api/v1/queues").status_code == 200  # dev mode: no key needed
         assert client.post("/api/v1/queues/dev/tasks", json={"input": 1}).status_code == 201
+        other = {"x-ray-runtime-tenant": "dev-other"}  # dev mode: the header picks the tenant
+        assert client.post("/api/v1/queues/elsewhere/tasks", json={"input": 1}, headers=other).status_code == 201
+        assert "elsewhere" in client.get("/api/v1/queues", headers=other).json()
+        assert "elsewhere" not in client.get("/api/v1/queues").json()
+        bad = client.get("/api/v1/queues", headers={"x-ray-runtime-tenant": "no spaces!"})
+        assert bad.status_code == 400 and "x-ray-runtime-tenant" in bad.text
     exposed = create_app(ApiSettings(host="0.0.0.0", coordinator_name=fresh))
     with pytest.raises(RuntimeError, match="refusing to serve"), TestClient(exposed):
         pass
