@@ -18,10 +18,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import psutil
 from pydantic import BaseModel, Field, field_validator
+
+if TYPE_CHECKING:
+    import psutil
 
 from ray_runtime.errors import ConflictError, ServerError, TimeoutError
 
@@ -64,10 +67,14 @@ class Process(BaseModel):
 
     @classmethod
     def of(cls, popen: subprocess.Popen) -> Process:
+        import psutil
+
         return cls(pid=popen.pid, created=psutil.Process(popen.pid).create_time())
 
     def handle(self) -> psutil.Process | None:
         """The live process, or None once it (or the pid's original owner) is gone."""
+        import psutil
+
         try:
             process = psutil.Process(self.pid)
             alive = abs(process.create_time() - self.created) < 1 and process.status() != psutil.STATUS_ZOMBIE
@@ -381,6 +388,8 @@ def down(directory: Path = DEFAULT_DIR, on_step: Step = lambda component, messag
 
 def _stop(process: Process, grace_s: float = 30.0) -> bool:
     """SIGTERM the process, wait, then SIGKILL what is left of its session (it was started as a session leader)."""
+    import psutil
+
     handle = process.handle()
     if handle is None:
         return False

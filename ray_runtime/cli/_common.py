@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -67,6 +68,7 @@ RayAddress = Annotated[
 Tenant = Annotated[str | None, typer.Option("--tenant", envvar="RAY_RUNTIME_TENANT", help="Tenant to act for.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
 
+_CLUSTER_MODULES = frozenset({"ray", "fastapi", "uvicorn", "cloudpickle", "yaml", "pathspec", "psutil"})
 _HINTS: list[tuple[type[RayRuntimeError], str]] = [
     (
         AuthenticationError,
@@ -83,14 +85,26 @@ def handles_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] not in _CLUSTER_MODULES:
+                raise
+            errors.print(
+                f"[red]error:[/] this command runs on a Ray cluster and needs {exc.name!r}: "
+                "pip install 'ray-runtime\\[cluster]' (the client-only install has the job, queue, task and "
+                "resources commands)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_USAGE) from None
         except RayRuntimeError as exc:
-            errors.print(f"[red]error:[/] {exc.message}", highlight=False)
+            errors.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
             problems = exc.details.get("errors", [])
             for problem in problems if len(problems) > 1 else []:  # one problem is the message already
-                errors.print(f"  - {problem.get('field') or '(input)'}: {problem['problem']}", highlight=False)
+                field = problem.get("field") or "(input)"
+                errors.print(f"  - {escape(field)}: {escape(problem['problem'])}", highlight=False, soft_wrap=True)
             for kind, hint in _HINTS:
                 if isinstance(exc, kind):
-                    errors.print(f"[dim]hint: {hint}[/]")
+                    errors.print(f"[dim]hint: {hint}[/]", soft_wrap=True)
             raise typer.Exit(_exit_code(exc)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -160,12 +174,12 @@ def print_json(value: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    """A Rich table of plain cells (None prints as empty)."""
+    """A Rich table; cells print as given, never as markup (a Text keeps its style; None prints as empty)."""
     rendered = Table(title=title, title_justify="left")
     for position, column in enumerate(columns):
         rendered.add_column(column, overflow="fold", no_wrap=position == 0)  # ids stay whole, to copy
     for row in rows:
-        rendered.add_row(*("" if cell is None else str(cell) for cell in row))
+        rendered.add_row(*(cell if isinstance(cell, Text) else Text("" if cell is None else str(cell)) for cell in row))
     return rendered
 
 

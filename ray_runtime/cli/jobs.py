@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ray_runtime.cli._common import (
     EXIT_FAILED,
@@ -32,8 +33,8 @@ JobId = Annotated[str, typer.Argument(help="The job's submission id.")]
 _COLOURS = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan", "PENDING": "blue"}
 
 
-def _status(job: JobInfo) -> str:
-    return f"[{_COLOURS.get(job.status.value, 'white')}]{job.status.value}[/]"
+def _status(job: JobInfo) -> Text:
+    return Text(job.status.value, style=_COLOURS.get(job.status.value, "white"))
 
 
 def _what(job: JobInfo) -> str:
@@ -103,14 +104,14 @@ def _follow(client: RuntimeClient, job_id: str, as_json: bool, offset: int = 0) 
         raise typer.Exit(EXIT_FAILED)
 
 
-def _summary(job: JobInfo) -> str:
-    text = f"job {job.submission_id} {_status(job)}"
+def _summary(job: JobInfo) -> Text:
+    text = Text.assemble(f"job {job.submission_id} ", _status(job))
     if job.message and job.status != JobStatus.SUCCEEDED:
-        text += f": {job.message.splitlines()[0]}"  # Ray appends the log's tail, shown above already
+        text.append(f": {job.message.splitlines()[0]}")  # Ray appends the log's tail, shown above already
     if job.run is not None and job.run.result is not None:
         import json
 
-        text += f"\nresult: {json.dumps(job.run.result)}"
+        text.append(f"\nresult: {json.dumps(job.run.result)}")
     return text
 
 
@@ -207,7 +208,7 @@ def stop(
     if wait:
         with console.status(f"stopping {job_id}", spinner="dots"):
             job = client.wait_job(job_id, timeout_s=120, poll_s=0.2)
-    show(job, as_json, lambda: f"{job_id} is {_status(job)}")
+    show(job, as_json, lambda: Text.assemble(f"{job_id} is ", _status(job)))
 
 
 @job_app.command("delete")

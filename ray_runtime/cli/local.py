@@ -9,6 +9,7 @@ import typer
 from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ray_runtime.cli._common import EXIT_FAILED, JsonFlag, console, handles_errors, show, table
 from ray_runtime.errors import ValidationError
@@ -130,7 +131,7 @@ def status(directory: LocalDir = None, as_json: JsonFlag = False) -> None:
             lambda: f"no local runtime in {_dir(directory)}; start one with `ray-runtime up`",
         )
         raise typer.Exit(EXIT_FAILED)
-    rows = [[c.component, "[green]ok[/]" if c.ok else "[red]down[/]", c.detail] for c in checks]
+    rows = [[c.component, Text("ok", "green") if c.ok else Text("down", "red"), c.detail] for c in checks]
     show(
         {"running": True, "api_url": state.api_url, "checks": checks},
         as_json,

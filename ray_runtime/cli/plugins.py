@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ray_runtime.cli._common import (
     EXIT_FAILED,
@@ -81,7 +82,7 @@ def plugin_list(
         table(f"plugins under {registry.root}", ["plugin", "version", "action", "modes", "description"], cells)
     )
     for name, error in registry.errors.items():
-        errors.print(f"[yellow]invalid plugin {name}:[/] {error.message}")
+        errors.print(f"[yellow]invalid plugin {escape(name)}:[/] {escape(error.message)}", soft_wrap=True)
 
 
 @plugin_app.command("pack")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from ray_runtime.cli._common import (
     EXIT_FAILED,
@@ -37,8 +38,8 @@ _BATCH = 1000
 _COLOURS = {"succeeded": "green", "failed": "red", "dead": "red", "cancelled": "yellow", "leased": "cyan"}
 
 
-def _status(task: Task) -> str:
-    return f"[{_COLOURS.get(task.status.value, 'white')}]{task.status.value}[/]"
+def _status(task: Task) -> Text:
+    return Text(task.status.value, style=_COLOURS.get(task.status.value, "white"))
 
 
 def _short(value: Any, width: int = 50) -> str:
@@ -234,7 +235,7 @@ def wait(
 def retry(client: RuntimeClient, task_id: TaskId, as_json: JsonFlag = False) -> None:
     """Queue a dead, failed or cancelled task again."""
     task = client.retry_task(task_id)
-    show(task, as_json, lambda: f"{task.id} is {_status(task)} again")
+    show(task, as_json, lambda: Text.assemble(f"{task.id} is ", _status(task), " again"))
 
 
 @task_app.command("cancel")
@@ -243,7 +244,7 @@ def retry(client: RuntimeClient, task_id: TaskId, as_json: JsonFlag = False) -> 
 def cancel(client: RuntimeClient, task_id: TaskId, as_json: JsonFlag = False) -> None:
     """Cancel a queued or leased task."""
     task = client.cancel_task(task_id)
-    show(task, as_json, lambda: f"{task.id} is {_status(task)}")
+    show(task, as_json, lambda: Text.assemble(f"{task.id} is ", _status(task)))
 
 
 # -------------------------------------------------------------------------------------------------------- resources

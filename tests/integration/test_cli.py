@@ -4,6 +4,9 @@ with Typer's runner: their output for scripts (--json) and people, exit codes, a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -163,3 +166,30 @@ def test_bootstrap_key_is_written_once_to_a_private_file(cli, tmp_path):
     assert key.startswith("rrk_") and key not in out and (target.stat().st_mode & 0o777) == 0o600
     code, out, _ = cli(*args)  # a second boot of the head: the key stays as it is
     assert code == 0 and "already has a live admin key" in out and target.read_text().strip() == key
+
+
+def test_a_client_only_install_runs_the_facade_commands_and_says_what_the_others_need(facade):
+    script = """
+import sys
+
+class NotInstalled:  # as on a laptop with `pip install ray-runtime` (no cluster extra)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"ray", "fastapi", "starlette", "uvicorn", "yaml", "cloudpickle", "psutil"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+from ray_runtime.cli import main
+
+sys.argv = ["ray-runtime", *sys.argv[1:]]
+main()
+"""
+    env = {**os.environ, "RAY_RUNTIME_URL": facade.url, "RAY_RUNTIME_API_KEY": facade.keys["alpha"]}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)
+
+    listed = run("queue", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert isinstance(json.loads(listed.stdout), list)
+    refused = run("keys", "list")
+    assert refused.returncode == 2 and "pip install 'ray-runtime[cluster]'" in refused.stderr

@@ -32,7 +32,7 @@ def test_rays_cluster_launcher_accepts_it(config):
 
 def test_every_node_installs_the_project_and_the_head_starts_the_runtime(config):
     assert config["file_mounts"] == {"~/ray_runtime": "."}
-    assert any("pip install" in command and "~/ray_runtime" in command for command in config["setup_commands"])
+    assert any("pip install" in c and "ray_runtime[cluster]" in c for c in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
     assert "RAY_RUNTIME_STORAGE=" in head and "ray start --head" in head
     assert "ray-runtime keys create" in head and "--if-none" in head  # a bootstrap key before the façade binds
