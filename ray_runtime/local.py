@@ -26,6 +26,8 @@ from pydantic import BaseModel, Field, field_validator
 if TYPE_CHECKING:
     import psutil
 
+    from ray_runtime.coordinator import Coordinator
+
 from ray_runtime.errors import ConflictError, ServerError, TimeoutError
 
 __all__ = ["DEFAULT_DIR", "Check", "LocalRuntime", "RuntimeOptions", "down", "load_state", "local_dir", "status", "up"]
@@ -280,20 +282,21 @@ def _start_in_cluster(
                 os.environ[name] = value
 
 
-def _dev_key(directory: Path, coordinator: object) -> str:
+def _dev_key(directory: Path, coordinator: Coordinator) -> str:
     """The admin key of tenant ``default``: the one from the last ``up`` while it is still valid, else a new one."""
     from ray_runtime.api.keys import KEYS_NAMESPACE, new_key, parse_key
     from ray_runtime.models.api import Scope
 
     path = directory / KEY_FILE
-    if path.is_file():
-        key = path.read_text().strip()
-        with contextlib.suppress(Exception):
-            record = coordinator.kv.get(KEYS_NAMESPACE, parse_key(key)[0])  # type: ignore[attr-defined]
-            if record is not None and record.get("revoked_at") is None:
-                return key
+    kept = path.read_text().strip() if path.is_file() else ""
+    parsed = parse_key(kept)
+    if parsed is not None:
+        record = coordinator.kv.get(KEYS_NAMESPACE, parsed[0])
+        if record is not None and record.get("revoked_at") is None:
+            return kept
+
     key, record = new_key("default", Scope.ADMIN, "ray-runtime up (dev)")
-    coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))  # type: ignore[attr-defined]
+    coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key

@@ -37,7 +37,6 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "JsonFlag",
-    "LogView",
     "ParamsOption",
     "RayAddress",
     "Tenant",
@@ -45,6 +44,7 @@ __all__ = [
     "console",
     "errors",
     "handles_errors",
+    "log_view",
     "parse_json",
     "print_json",
     "show",
@@ -197,7 +197,7 @@ _PROGRESS_LINE = re.compile(r"^\[progress\] (?P<done>[\d.]+)(?:/(?P<total>[\d.]+
 
 
 @contextmanager
-def LogView(title: str) -> Iterator[Callable[[str], None]]:
+def log_view(title: str) -> Iterator[Callable[[str], None]]:
     """Live log lines with a progress bar fed by the ``[progress] done/total message`` lines plugin jobs print."""
     with Progress(
         TextColumn("{task.description}"),
@@ -229,7 +229,6 @@ class Connection(BaseModel):
     url: str
     api_key: str | None = None
     tenant: str | None = None
-    source: str = ""
 
 
 def resolve_connection(url: str | None, api_key: str | None, tenant: str | None) -> Connection:
@@ -238,7 +237,6 @@ def resolve_connection(url: str | None, api_key: str | None, tenant: str | None)
     from ray_runtime.local import load_state, local_dir
 
     found: dict[str, Any] = {"url": url, "api_key": api_key, "tenant": tenant}
-    sources = ["flags/env"] if url else []
     config_path = Path(os.environ.get("RAY_RUNTIME_CONFIG", CONFIG_FILE)).expanduser()
     if config_path.is_file():
         try:
@@ -248,19 +246,17 @@ def resolve_connection(url: str | None, api_key: str | None, tenant: str | None)
         for name in found:
             if found[name] is None and config.get(name) is not None:
                 found[name] = str(config[name])
-                sources.append(str(config_path))
     if found["url"] is None:
         state = load_state(local_dir())
         if state is not None:
             found["url"] = state.api_url
             found["api_key"] = found["api_key"] or state.api_key
-            sources.append(f"local runtime in {state.dir}")
     if found["url"] is None:
         raise UnavailableError(
             "no ray_runtime API to talk to: pass --url, set RAY_RUNTIME_URL, write url = ... in "
             f"{CONFIG_FILE}, or start a local runtime with `ray-runtime up`"
         )
-    return Connection(**found, source=", ".join(dict.fromkeys(sources)))
+    return Connection(**found)
 
 
 UrlOption = Annotated[

@@ -11,11 +11,11 @@ from rich.text import Text
 from ray_runtime.cli._common import (
     EXIT_FAILED,
     JsonFlag,
-    LogView,
     ParamsOption,
     ago,
     console,
     handles_errors,
+    log_view,
     parse_json,
     show,
     table,
@@ -95,7 +95,7 @@ def _follow(client: RuntimeClient, job_id: str, as_json: bool, offset: int = 0) 
         for _ in client.tail_job_logs(job_id, offset=offset):
             pass
     else:
-        with LogView(job_id) as line:
+        with log_view(job_id) as line:
             for text in client.tail_job_logs(job_id, offset=offset):
                 line(text)
     job = client.wait_job(job_id, timeout_s=60, poll_s=0.2)  # the log ends with the job; its record follows

@@ -13,7 +13,6 @@ from rich.markup import escape
 from ray_runtime.cli._common import (
     EXIT_FAILED,
     JsonFlag,
-    LogView,
     ParamsOption,
     RayAddress,
     Tenant,
@@ -21,6 +20,7 @@ from ray_runtime.cli._common import (
     console,
     errors,
     handles_errors,
+    log_view,
     parse_json,
     print_json,
     table,
@@ -141,7 +141,7 @@ def plugin_submit(
     console.print(f"submitted [bold]{sid}[/] ({plugin}/{action}) to {address}")
     if not follow:
         return
-    with LogView(f"{plugin}/{action}") as line:
+    with log_view(f"{plugin}/{action}") as line:
         status = asyncio.run(follow_logs(address, sid, line))
     colour = "green" if status == "SUCCEEDED" else "red"
     console.print(f"job {sid} [{colour}]{status}[/]; its result is recorded in the coordinator as run {sid}")
