@@ -6,7 +6,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
@@ -22,6 +22,7 @@ __all__ = ["AsyncRuntimeClient", "RuntimeClient"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Flow = Generator[Any, Any, R]  # yields httpx requests, API calls (Request) or Sleeps; returns the answer
 _STREAM_ERRORS = (httpx.TransportError, OSError, EOFError)
 
 
@@ -77,10 +78,26 @@ class _Base(Calls):
 
         return build
 
-    @staticmethod
-    def _progress_changed(job: JobInfo, last: tuple[Any, ...] | None) -> tuple[tuple[Any, ...], bool]:
-        mark = (job.status, job.run.progress if job.run else None)
-        return mark, mark != last
+    def _send_flow(self, request: Request[R]) -> Flow[R]:
+        return send_flow(request, self._build_with(self._http), self.config)
+
+    def _wait_job_flow(
+        self, job_id: str, timeout_s: float | None, poll_s: float, on_progress: Callable[[JobInfo], None] | None
+    ) -> Flow[JobInfo]:
+        """``wait_job`` as a flow: it yields calls and sleeps, each client drives it its own way."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last = None
+        while True:
+            job: JobInfo = yield self._get_job(job_id)
+            mark = (job.status, job.run.progress if job.run else None)
+            if mark != last and on_progress is not None:
+                on_progress(job)
+            last = mark
+            if job.status.terminal:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s}s")
+            yield Sleep(poll_s)
 
 
 def _blocking(build: Callable[Concatenate[Any, P], Request[R]]) -> Callable[Concatenate[Any, P], R]:
@@ -126,19 +143,24 @@ class RuntimeClient(_Base):
         self._http.close()
 
     def _send(self, request: Request[R]) -> R:
-        flow = send_flow(request, self._build_with(self._http), self.config)
+        return self._drive(self._send_flow(request))
+
+    def _drive(self, flow: Flow[R]) -> R:
+        """Run a flow: send what it asks to send, sleep when it asks to wait, hand back each outcome."""
+        outcome: Any = None
         try:
-            step = next(flow)
             while True:
+                step = flow.send(outcome)
                 if isinstance(step, Sleep):
                     time.sleep(step.seconds)
-                    step = flow.send(None)  # type: ignore[arg-type]
-                    continue
-                try:
-                    outcome: httpx.Response | Exception = self._http.send(step)
-                except httpx.HTTPError as exc:
-                    outcome = exc
-                step = flow.send(outcome)
+                    outcome = None
+                elif isinstance(step, Request):
+                    outcome = self._send(step)
+                else:
+                    try:
+                        outcome = self._http.send(step)
+                    except httpx.HTTPError as exc:
+                        outcome = exc
         except StopIteration as done:
             return done.value
 
@@ -161,18 +183,7 @@ class RuntimeClient(_Base):
         on_progress: Callable[[JobInfo], None] | None = None,
     ) -> JobInfo:
         """Wait until the job ends; ``on_progress`` sees each change of status or run progress."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        last = None
-        while True:
-            job = self.get_job(job_id)
-            last, changed = self._progress_changed(job, last)
-            if changed and on_progress is not None:
-                on_progress(job)
-            if job.status.terminal:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s}s")
-            time.sleep(poll_s)
+        return self._drive(self._wait_job_flow(job_id, timeout_s, poll_s, on_progress))
 
     def tail_job_logs(
         self, job_id: str, *, protocol: Protocol = "auto", offset: int = 0, limits: StreamLimits | None = None
@@ -272,19 +283,24 @@ class AsyncRuntimeClient(_Base):
         await self._http.aclose()
 
     async def _send(self, request: Request[R]) -> R:
-        flow = send_flow(request, self._build_with(self._http), self.config)
+        return await self._drive(self._send_flow(request))
+
+    async def _drive(self, flow: Flow[R]) -> R:
+        """Run a flow: send what it asks to send, sleep when it asks to wait, hand back each outcome."""
+        outcome: Any = None
         try:
-            step = next(flow)
             while True:
+                step = flow.send(outcome)
                 if isinstance(step, Sleep):
                     await asyncio.sleep(step.seconds)
-                    step = flow.send(None)  # type: ignore[arg-type]
-                    continue
-                try:
-                    outcome: httpx.Response | Exception = await self._http.send(step)
-                except httpx.HTTPError as exc:
-                    outcome = exc
-                step = flow.send(outcome)
+                    outcome = None
+                elif isinstance(step, Request):
+                    outcome = await self._send(step)
+                else:
+                    try:
+                        outcome = await self._http.send(step)
+                    except httpx.HTTPError as exc:
+                        outcome = exc
         except StopIteration as done:
             return done.value
 
@@ -308,18 +324,7 @@ class AsyncRuntimeClient(_Base):
         on_progress: Callable[[JobInfo], None] | None = None,
     ) -> JobInfo:
         """Wait until the job ends; ``on_progress`` sees each change of status or run progress."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        last = None
-        while True:
-            job = await self.get_job(job_id)
-            last, changed = self._progress_changed(job, last)
-            if changed and on_progress is not None:
-                on_progress(job)
-            if job.status.terminal:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s}s")
-            await asyncio.sleep(poll_s)
+        return await self._drive(self._wait_job_flow(job_id, timeout_s, poll_s, on_progress))
 
     async def tail_job_logs(
         self, job_id: str, *, protocol: Protocol = "auto", offset: int = 0, limits: StreamLimits | None = None
