@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ray_runtime as rr
+from ray_runtime._net import free_port
 from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
 from ray_runtime.api.services import ray_auth_headers
 from ray_runtime.client import RuntimeClient
@@ -37,12 +37,6 @@ from ray_runtime.models.api import Scope
 
 console = Console()
 RESULTS = Path(".bench/api.json")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+
+from ray_runtime._net import free_port
 
 
 class DequeQueue:
@@ -132,12 +133,6 @@ def create_http_task_server(task_timeout_s: float = 300.0) -> FastAPI:
         return {"accepted": len(batch)}
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HTTPTaskServer:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from rich.table import Table
 
 import ray_runtime as rr
 import ray_runtime.plugins as plugins
+from ray_runtime._net import free_port
 from ray_runtime.plugins.package import runtime_env
 from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
 from ray_runtime.plugins.submit import job_client
@@ -44,12 +44,6 @@ TEXT = (
     "Does the endpoint keep up with a bare deployment? The benchmark says how close it comes. "
     "Each request parses parameters, computes statistics and answers with JSON."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

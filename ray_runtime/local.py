@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ray_runtime.coordinator import Coordinator
 
+from ray_runtime._net import free_port
 from ray_runtime.errors import ConflictError, ServerError, TimeoutError
 
 __all__ = ["DEFAULT_DIR", "Check", "LocalRuntime", "RuntimeOptions", "down", "load_state", "local_dir", "status", "up"]
@@ -186,7 +187,7 @@ def up(options: RuntimeOptions, on_step: Step = lambda component, message: None)
 
 def _port(wanted: int, host: str) -> int:
     if wanted == 0:
-        return _free_port(host)
+        return free_port(host)
     with socket.socket() as probe:
         try:
             probe.bind((host, wanted))
@@ -195,12 +196,6 @@ def _port(wanted: int, host: str) -> int:
                 f"port {wanted} on {host} is taken; pick another (e.g. --api-port) or 0 for any free port"
             ) from None
     return wanted
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def _environment(directory: Path) -> dict[str, str]:
@@ -235,13 +230,13 @@ def _start_ray(
         f"--temp-dir={directory / 'ray'}",
         "--disable-usage-stats",
         # every other port free, so this runtime coexists with any other Ray on the machine
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-        f"--node-manager-port={_free_port()}",
-        f"--object-manager-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
     ]
     if options.num_cpus is not None:
         command.append(f"--num-cpus={options.num_cpus}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import uuid
@@ -12,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ray_runtime._net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "plugins"
@@ -23,10 +24,9 @@ SESSION_SETTINGS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def unique(name: str) -> str:
+    """A name no other test uses (queues, tenants, apps)."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import httpx
 
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
+from ..conftest import unique
 
 
 def test_a_task_round_trip_with_the_combined_call(facade):

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ray_runtime._net import free_port
 from ray_runtime.client import (
     AsyncRuntimeClient,
     AuthenticationError,
@@ -39,7 +39,7 @@ from ray_runtime.client import (
 )
 from ray_runtime.models import LLM, PromptTemplate
 
-from ..conftest import FIXTURE_PLUGINS
+from ..conftest import FIXTURE_PLUGINS, unique
 from .netkit import CuttingProxy, SilentServer, StatusServer
 
 CHATTY = (
@@ -48,10 +48,6 @@ CHATTY = (
 )
 EXPECTED = [f"line {i:02d}" for i in range(24)]
 FAST = ClientConfig(retries=2, backoff_s=0.01, backoff_max_s=0.05)
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 class Either:
@@ -286,7 +282,7 @@ async def test_each_error_class_from_a_real_failing_call(facade, kind):
 
 @both
 async def test_unreachable_and_silent_servers(kind):
-    closed = f"http://127.0.0.1:{_closed_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     async with opened(kind, closed, None, config=FAST) as api:
         with pytest.raises(UnavailableError, match="cannot reach") as unreachable:
             await api.list_jobs()
@@ -387,14 +383,6 @@ with RuntimeClient({facade.url!r}, {facade.keys["alpha"]!r}) as client:
 def printed(lines: list[str]) -> list[str]:
     """The lines the job printed (Ray adds its own to a job's log)."""
     return [line for line in lines if line.startswith("line ")]
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_task_client_renews_the_lease_of_a_held_task_and_caches_resources(facade):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -18,12 +17,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 FAILING = ROOT / "tests" / "fixtures" / "plugins" / "failing"
 HELLO = ROOT / "plugins" / "hello"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout_s: float = 120.0, every_s: float = 0.2):
@@ -44,6 +37,7 @@ def main() -> dict:
     from ray.util.state import list_actors
 
     import ray_runtime as rr
+    from ray_runtime._net import free_port
     from ray_runtime.plugins import spawn_workers
     from ray_runtime.plugins.serve import ActionDeployment
 
