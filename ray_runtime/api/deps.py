@@ -9,15 +9,14 @@ from fastapi import Depends, Path, Request
 
 from ray_runtime.api.keys import Caller
 from ray_runtime.api.services import Services
+from ray_runtime.checks import ID
 from ray_runtime.errors import PermissionDeniedError
 from ray_runtime.models.api import Scope
 
 __all__ = ["Admin", "ItemId", "Reader", "ServicesDep", "SubmissionId", "Submitter", "authenticated", "require"]
 
-SubmissionId = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,255}$", description="A Ray submission (or job) id.")
-]
-ItemId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,255}$", description="An id or name.")]
+SubmissionId = Annotated[str, Path(pattern=ID.pattern, description="A Ray submission (or job) id.")]
+ItemId = Annotated[str, Path(pattern=ID.pattern, description="An id or name.")]
 
 
 def services(request: Request) -> Services:

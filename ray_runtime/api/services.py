@@ -19,7 +19,7 @@ from ray_runtime.api.audit import AuditLog
 from ray_runtime.api.keys import KEYS_NAMESPACE, Caller, StoredKey, parse_key, verify
 from ray_runtime.api.logtail import LogHub
 from ray_runtime.api.settings import ApiSettings
-from ray_runtime.coordinator.state import check_name
+from ray_runtime.checks import check_name
 from ray_runtime.errors import (
     AuthenticationError,
     NotFoundError,

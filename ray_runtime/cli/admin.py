@@ -68,8 +68,8 @@ def keys_create(
 ) -> None:
     """Create an API key; it is shown (or written) this once and stored only as a hash."""
     from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey, new_key
+    from ray_runtime.checks import check_name
     from ray_runtime.coordinator import connect
-    from ray_runtime.coordinator.state import check_name
     from ray_runtime.errors import InvalidArgumentError
     from ray_runtime.models.api import Scope
 

@@ -24,11 +24,12 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 
+from ray_runtime.checks import check_number
 from ray_runtime.config import CoordinatorSettings
 from ray_runtime.coordinator.journal import Journal, MemoryJournal, SQLiteJournal
 from ray_runtime.coordinator.state import (
@@ -38,9 +39,8 @@ from ray_runtime.coordinator.state import (
     ResourcesRecord,
     RunRecord,
     TaskRecord,
-    check_number,
 )
-from ray_runtime.errors import ResourcesNotFoundError, RunNotFoundError, ValidationError
+from ray_runtime.errors import ResourcesNotFoundError, ValidationError
 from ray_runtime.models.resources import named_resources_adapter
 
 __all__ = ["POLL_GROUP", "CoordinatorActor", "pack", "unpack"]
@@ -167,17 +167,27 @@ class CoordinatorActor:
                 os._exit(70)
             self._written = upto
 
-    def _apply(self, render: Callable[[T], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
-        """Run one state call; return once what it changed (or read) is durable, also when it is refused."""
+    @contextlib.contextmanager
+    def _durably(self) -> Iterator[None]:
+        """The one way to change the state: under the lock, and out only once the journal holds the change.
+
+        Also when the body raises (a refused call may have changed something on the way, e.g. expired a lease),
+        and also for reads: what a read reports is durable before it is reported.
+        """
         batch = 0
         try:
             with self._lock:
                 try:
-                    return render(fn(*args, **kwargs))
+                    yield
                 finally:
                     batch = self._mark()
         finally:
             self._make_durable(batch)
+
+    def _apply(self, render: Callable[[T], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+        """Run one state call durably and render its answer."""
+        with self._durably():
+            return render(fn(*args, **kwargs))
 
     def _call(self, render: Callable[[T], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> bytes:
         """:meth:`_apply`, answered as bytes for the trip back through Ray."""
@@ -204,15 +214,12 @@ class CoordinatorActor:
         interval = self.settings.sweep_interval_s
         last_checkpoint = time.monotonic()
         while True:
-            batch = 0
-            with self._lock:
+            with self._durably():
                 try:
                     self._state.sweep()
                 except Exception:
                     logger.exception("coordinator sweep failed")
-                batch = self._mark()
                 deadline = self._state.next_deadline()
-            self._make_durable(batch)
             if time.monotonic() - last_checkpoint >= self.settings.checkpoint_interval_s:
                 self._checkpoint()
                 last_checkpoint = time.monotonic()
@@ -232,7 +239,7 @@ class CoordinatorActor:
 
     def enqueue(self, payload: bytes) -> bytes:
         tenant, queue, tasks = unpack(payload)
-        return self._call(list, self._state.enqueue, tenant, queue, [NewTask(*t) for t in tasks])
+        return self._call(list, self._state.tasks.enqueue, tenant, queue, [NewTask(*t) for t in tasks])
 
     # --------------------------------------------------------------------------------------- workers
 
@@ -254,36 +261,24 @@ class CoordinatorActor:
         request_id: str | None,
     ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + wait_s
-        batch = 0
-        try:
-            with self._lock:
-                try:
-                    while True:
-                        records = self._state.claim(
-                            tenant,
-                            queue,
-                            worker_id,
-                            max_tasks=max_tasks,
-                            lease_s=lease_s,
-                            node_id=node_id,
-                            request_id=request_id,
-                        )
-                        remaining = deadline - time.monotonic()
-                        if records or remaining <= 0:
-                            return _render_leases(records)
-                        self._condition((tenant, queue)).wait(remaining)
-                finally:
-                    batch = self._mark()
-        finally:
-            self._make_durable(batch)
+        claim = dict(max_tasks=max_tasks, lease_s=lease_s, node_id=node_id, request_id=request_id)
+        with self._durably():
+            while True:
+                records = self._state.tasks.claim(tenant, queue, worker_id, **claim)
+                remaining = deadline - time.monotonic()
+                if records or remaining <= 0:
+                    return _render_leases(records)
+                self._condition((tenant, queue)).wait(remaining)
 
     def heartbeat(self, payload: bytes) -> bytes:
         tenant, attempt_id, extend_s = unpack(payload)
-        return self._call(TaskRecord.lease_wire, self._state.heartbeat, tenant, attempt_id, extend_s)
+        return self._call(TaskRecord.lease_wire, self._state.tasks.heartbeat, tenant, attempt_id, extend_s)
 
     def complete(self, payload: bytes) -> bytes:
         tenant, attempt_id, result, request_id = unpack(payload)
-        return self._call(TaskRecord.wire, self._state.complete, tenant, attempt_id, result, request_id=request_id)
+        return self._call(
+            TaskRecord.wire, self._state.tasks.complete, tenant, attempt_id, result, request_id=request_id
+        )
 
     def complete_many(self, payload: bytes) -> bytes:
         """Complete several attempts in one call; one outcome per item: None if accepted, else the error."""
@@ -293,7 +288,7 @@ class CoordinatorActor:
             outcomes: list[Exception | None] = []
             for attempt_id, result, request_id in items:
                 try:
-                    self._state.complete(tenant, attempt_id, result, request_id=request_id)
+                    self._state.tasks.complete(tenant, attempt_id, result, request_id=request_id)
                     outcomes.append(None)
                 except Exception as exc:
                     outcomes.append(exc)
@@ -307,12 +302,12 @@ class CoordinatorActor:
             unpack(payload)
         )
         check_number("wait_s", wait_s, low=0, high=_MAX_WAIT_S)
-        self._state.check_claim(tenant, queue, worker_id, max_tasks, lease_s, claim_id)
+        self._state.tasks.check_claim(tenant, queue, worker_id, max_tasks, lease_s, claim_id)
         claim = dict(max_tasks=max_tasks, lease_s=lease_s, node_id=node_id, request_id=claim_id)
 
         def complete_then_claim() -> dict[str, Any]:
-            task = self._state.complete(tenant, attempt_id, result, request_id=request_id).wire()
-            return {"task": task, "leases": _render_leases(self._state.claim(tenant, queue, worker_id, **claim))}
+            task = self._state.tasks.complete(tenant, attempt_id, result, request_id=request_id).wire()
+            return {"task": task, "leases": _render_leases(self._state.tasks.claim(tenant, queue, worker_id, **claim))}
 
         answer = self._apply(dict, complete_then_claim)
         if not answer["leases"] and wait_s > 0:
@@ -322,24 +317,30 @@ class CoordinatorActor:
     def fail(self, payload: bytes) -> bytes:
         tenant, attempt_id, error, retryable, request_id = unpack(payload)
         return self._call(
-            TaskRecord.wire, self._state.fail, tenant, attempt_id, error, retryable=retryable, request_id=request_id
+            TaskRecord.wire,
+            self._state.tasks.fail,
+            tenant,
+            attempt_id,
+            error,
+            retryable=retryable,
+            request_id=request_id,
         )
 
     # ------------------------------------------------------------------------------------- operators
 
     def cancel(self, payload: bytes) -> bytes:
-        return self._call(TaskRecord.wire, self._state.cancel, *unpack(payload))
+        return self._call(TaskRecord.wire, self._state.tasks.cancel, *unpack(payload))
 
     def retry(self, payload: bytes) -> bytes:
-        return self._call(TaskRecord.wire, self._state.retry, *unpack(payload))
+        return self._call(TaskRecord.wire, self._state.tasks.retry, *unpack(payload))
 
     def purge(self, payload: bytes) -> bytes:
-        return self._call(int, self._state.purge, *unpack(payload))
+        return self._call(int, self._state.tasks.purge, *unpack(payload))
 
     # ----------------------------------------------------------------------------------------- reads
 
     def get(self, payload: bytes) -> bytes:
-        return self._call(TaskRecord.wire, self._state.get, *unpack(payload))
+        return self._call(TaskRecord.wire, self._state.tasks.get, *unpack(payload))
 
     def query(self, payload: bytes) -> bytes:
         tenant, queue, status, limit, cursor = unpack(payload)
@@ -347,39 +348,34 @@ class CoordinatorActor:
         def render(page: tuple[list[TaskRecord], str | None]) -> dict[str, Any]:
             return {"items": [r.wire() for r in page[0]], "next_cursor": page[1]}
 
-        return self._call(render, self._state.query, tenant, queue=queue, status=status, limit=limit, cursor=cursor)
+        return self._call(
+            render, self._state.tasks.query, tenant, queue=queue, status=status, limit=limit, cursor=cursor
+        )
 
     def stats(self, payload: bytes) -> bytes:
-        return self._call(dict, self._state.stats, *unpack(payload))
+        return self._call(dict, self._state.tasks.stats, *unpack(payload))
 
     def queues(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.queues, *unpack(payload))
+        return self._call(list, self._state.tasks.queues, *unpack(payload))
 
     def workers(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.workers, *unpack(payload))
+        return self._call(list, self._state.tasks.workers, *unpack(payload))
 
     def wait(self, payload: bytes) -> bytes:
         """Sleep until the tasks finish (all, or the first) or the timeout passes; then report (poll group)."""
         tenant, task_ids, timeout_s, first = unpack(payload)
         check_number("timeout_s", timeout_s, low=0, high=_MAX_WAIT_S)
-        batch = 0
-        try:
-            with self._lock:
-                try:
-                    records = [self._state.get(tenant, task_id) for task_id in task_ids]
-                    pending = {r.id for r in records if not r.status.terminal}
-                    if pending and timeout_s > 0 and not (first and len(pending) < len(records)):
-                        self._sleep_until_finished(_Waiter(pending, first, self._lock), timeout_s)
-                    return pack(
-                        {
-                            "done": [r.wire() for r in records if r.status.terminal],
-                            "pending": [r.id for r in records if not r.status.terminal],
-                        }
-                    )
-                finally:
-                    batch = self._mark()
-        finally:
-            self._make_durable(batch)  # what we report finished is durable before we say so
+        with self._durably():  # what we report finished is durable before we say so
+            records = [self._state.tasks.get(tenant, task_id) for task_id in task_ids]
+            pending = {r.id for r in records if not r.status.terminal}
+            if pending and timeout_s > 0 and not (first and len(pending) < len(records)):
+                self._sleep_until_finished(_Waiter(pending, first, self._lock), timeout_s)
+            return pack(
+                {
+                    "done": [r.wire() for r in records if r.status.terminal],
+                    "pending": [r.id for r in records if not r.status.terminal],
+                }
+            )
 
     def _sleep_until_finished(self, waiter: _Waiter, timeout_s: float) -> None:
         for task_id in waiter.pending:
@@ -405,8 +401,8 @@ class CoordinatorActor:
             merged = named
             if merge:
                 with contextlib.suppress(ResourcesNotFoundError):
-                    merged = {**_validate_resources(self._state.latest_resources(tenant).body), **named}
-            record = self._state.add_resources(tenant, named_resources_adapter.dump_json(merged).decode())
+                    merged = {**_validate_resources(self._state.resources.latest(tenant).body), **named}
+            record = self._state.resources.add(tenant, named_resources_adapter.dump_json(merged).decode())
             self._resources_published.notify_all()
             return record
 
@@ -420,7 +416,7 @@ class CoordinatorActor:
         with self._lock:
             while True:
                 try:
-                    latest = self._state.latest_resources(tenant)
+                    latest = self._state.resources.latest(tenant)
                     if latest.version > after_version:
                         return pack(latest.wire())
                 except ResourcesNotFoundError:
@@ -431,68 +427,62 @@ class CoordinatorActor:
                 self._resources_published.wait(remaining)
 
     def get_resources(self, payload: bytes) -> bytes:
-        return self._call(ResourcesRecord.wire, self._state.get_resources, *unpack(payload))
+        return self._call(ResourcesRecord.wire, self._state.resources.get, *unpack(payload))
 
     def latest_resources(self, payload: bytes) -> bytes:
-        return self._call(ResourcesRecord.wire, self._state.latest_resources, *unpack(payload))
+        return self._call(ResourcesRecord.wire, self._state.resources.latest, *unpack(payload))
 
     def resources_history(self, payload: bytes) -> bytes:
-        return self._call(lambda records: [r.wire() for r in records], self._state.resources_history, *unpack(payload))
+        return self._call(lambda records: [r.wire() for r in records], self._state.resources.history, *unpack(payload))
 
     # ------------------------------------------------------------------------------------------ runs
 
     def run_start(self, payload: bytes) -> bytes:
-        return self._call(RunRecord.wire, self._state.run_start, *unpack(payload))
+        return self._call(RunRecord.wire, self._state.runs.start, *unpack(payload))
 
     def run_progress(self, payload: bytes) -> bytes:
-        return self._call(RunRecord.wire, self._state.run_progress, *unpack(payload))
+        return self._call(RunRecord.wire, self._state.runs.progress, *unpack(payload))
 
     def run_finish(self, payload: bytes) -> bytes:
         tenant, run_id, result, error = unpack(payload)
-        return self._call(RunRecord.wire, self._state.run_finish, tenant, run_id, result=result, error=error)
+        return self._call(RunRecord.wire, self._state.runs.finish, tenant, run_id, result=result, error=error)
 
     def run_get(self, payload: bytes) -> bytes:
-        return self._call(RunRecord.wire, self._state.run_get, *unpack(payload))
+        return self._call(RunRecord.wire, self._state.runs.get, *unpack(payload))
 
     def run_find(self, payload: bytes) -> bytes:
         """``run_get`` that answers None for an unknown run (an exception through Ray costs milliseconds)."""
-        tenant, run_id = unpack(payload)
-
-        def find() -> RunRecord | None:
-            try:
-                return self._state.run_get(tenant, run_id)
-            except RunNotFoundError:
-                return None
-
-        return self._call(lambda record: None if record is None else record.wire(), find)
+        return self._call(
+            lambda record: None if record is None else record.wire(), self._state.runs.find, *unpack(payload)
+        )
 
     def runs(self, payload: bytes) -> bytes:
         tenant, plugin, limit = unpack(payload)
         return self._call(
-            lambda records: [r.wire() for r in records], self._state.runs, tenant, plugin=plugin, limit=limit
+            lambda records: [r.wire() for r in records], self._state.runs.list, tenant, plugin=plugin, limit=limit
         )
 
     # -------------------------------------------------------------------------------------------- kv
 
     def kv_put(self, payload: bytes) -> bytes:
         namespace, key, value, if_absent = unpack(payload)
-        return self._call(bool, self._state.kv_put, namespace, key, value, if_absent=if_absent)
+        return self._call(bool, self._state.kv.put, namespace, key, value, if_absent=if_absent)
 
     def kv_get(self, payload: bytes) -> bytes:
-        return self._call(lambda value: value, self._state.kv_get, *unpack(payload))
+        return self._call(lambda value: value, self._state.kv.get, *unpack(payload))
 
     def kv_delete(self, payload: bytes) -> bytes:
-        return self._call(bool, self._state.kv_delete, *unpack(payload))
+        return self._call(bool, self._state.kv.delete, *unpack(payload))
 
     def kv_list(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.kv_list, *unpack(payload))
+        return self._call(list, self._state.kv.list, *unpack(payload))
 
     # ---------------------------------------------------------------------------------------- health
 
     def info(self, payload: bytes = b"") -> bytes:
         """Who and where this coordinator is, and how its last start went."""
         with self._lock:
-            counts = self._state.counts()
+            counts = self._state.tasks.counts()
         return pack(
             {
                 "name": self.name,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ray_runtime.checks import ID, NAME
 from ray_runtime.models.runs import Run
 from ray_runtime.models.tasks import Lease, Task, TaskError, TaskSpec
 
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 TENANT_HEADER = "x-ray-runtime-tenant"  # picks the tenant in dev mode; with a key, must match it
-_SUBMISSION_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
 class _Request(BaseModel):
@@ -73,7 +73,7 @@ class ApiKey(BaseModel):
 
 
 class KeyCreateRequest(_Request):
-    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    tenant: str = Field(pattern=NAME.pattern)
     scope: Scope = Scope.SUBMIT
     name: str = Field(default="", max_length=200)
 
@@ -110,7 +110,7 @@ class JobSubmitRequest(_Request):
     params: Any = None
     entrypoint: str | None = Field(default=None, min_length=1, max_length=100_000)
     runtime_env: dict[str, Any] | None = None
-    submission_id: str | None = Field(default=None, pattern=_SUBMISSION_ID)
+    submission_id: str | None = Field(default=None, pattern=ID.pattern)
     metadata: dict[str, str] = Field(default_factory=dict)
     entrypoint_num_cpus: float | None = Field(default=None, ge=0)
     entrypoint_num_gpus: float | None = Field(default=None, ge=0)
@@ -209,7 +209,7 @@ class ClaimRequest(_Request):
 class NextClaim(ClaimRequest):
     """The claim that follows a completion in the same call."""
 
-    queue: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    queue: str = Field(pattern=NAME.pattern)
 
 
 class HeartbeatRequest(_Request):

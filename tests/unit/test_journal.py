@@ -43,16 +43,16 @@ def restart(journal, limits, clock) -> CoordinatorState:
 
 def busy_history(state, journal) -> dict:
     """Writes several change sets covering every kind of change; returns what a replay must show."""
-    resources = state.add_resources(T, json.dumps({"p": {"resource_type": "prompt_template", "template": "hi"}}))
-    ids = state.enqueue(T, "q", [new_task(i, priority=i % 2, metadata={"i": i}) for i in range(6)])
-    leased = state.claim(T, "q", "w1", node_id="n1")[0]
+    resources = state.resources.add(T, json.dumps({"p": {"resource_type": "prompt_template", "template": "hi"}}))
+    ids = state.tasks.enqueue(T, "q", [new_task(i, priority=i % 2, metadata={"i": i}) for i in range(6)])
+    leased = state.tasks.claim(T, "q", "w1", node_id="n1")[0]
     attempt_id = leased.attempt_id
-    dead_id = state.enqueue(T, "q", [new_task("doomed", max_attempts=1, priority=9)])[0]
+    dead_id = state.tasks.enqueue(T, "q", [new_task("doomed", max_attempts=1, priority=9)])[0]
     journal.write(state.take_changes())
-    state.fail(T, state.claim(T, "q", "w2")[0].attempt_id, '{"type": "E"}')
+    state.tasks.fail(T, state.tasks.claim(T, "q", "w2")[0].attempt_id, '{"type": "E"}')
     journal.write(state.take_changes())
-    for record in state.query(T, status="queued")[0][:2]:
-        state.cancel(T, record.id)
+    for record in state.tasks.query(T, status="queued")[0][:2]:
+        state.tasks.cancel(T, record.id)
     journal.write(state.take_changes())
     return {
         "resources_id": resources.id,
@@ -60,7 +60,7 @@ def busy_history(state, journal) -> dict:
         "leased_id": leased.id,
         "attempt_id": attempt_id,
         "dead_id": dead_id,
-        "tasks": [r.wire() for r in state.query(T, limit=100)[0]],
+        "tasks": [r.wire() for r in state.tasks.query(T, limit=100)[0]],
     }
 
 
@@ -69,21 +69,21 @@ def test_replay_restores_everything_whether_or_not_the_log_was_folded(journal, s
     expected = busy_history(state, journal)
     fold(journal, policy)
     replayed = restart(journal, limits, clock)
-    assert [r.wire() for r in replayed.query(T, limit=100)[0]] == expected["tasks"]
-    assert replayed.get(T, expected["dead_id"]).status is TaskStatus.DEAD
-    assert replayed.latest_resources(T).id == expected["resources_id"]
-    assert replayed.workers(T)[0]["attempts"] == [expected["attempt_id"]]
+    assert [r.wire() for r in replayed.tasks.query(T, limit=100)[0]] == expected["tasks"]
+    assert replayed.tasks.get(T, expected["dead_id"]).status is TaskStatus.DEAD
+    assert replayed.resources.latest(T).id == expected["resources_id"]
+    assert replayed.tasks.workers(T)[0]["attempts"] == [expected["attempt_id"]]
     # the lease held at the "crash" is honoured: its attempt can still complete
-    assert replayed.complete(T, expected["attempt_id"], '"ok"').status is TaskStatus.SUCCEEDED
+    assert replayed.tasks.complete(T, expected["attempt_id"], '"ok"').status is TaskStatus.SUCCEEDED
 
 
 def test_checkpoint_writes_each_task_once_and_empties_the_log(journal, state):
-    ids = state.enqueue(T, "q", [new_task(i) for i in range(3)])
+    ids = state.tasks.enqueue(T, "q", [new_task(i) for i in range(3)])
     journal.write(state.take_changes())
-    leases = state.claim(T, "q", "w", max_tasks=3)
+    leases = state.tasks.claim(T, "q", "w", max_tasks=3)
     journal.write(state.take_changes())
     for lease in leases:
-        state.complete(T, lease.attempt_id, "1")
+        state.tasks.complete(T, lease.attempt_id, "1")
         journal.write(state.take_changes())
     assert journal.backlog == 5  # each task changed three times
     assert journal.checkpoint() == 5
@@ -96,39 +96,39 @@ def test_deleted_tasks_stay_deleted_across_log_and_snapshot(journal, limits, clo
     from ray_runtime.coordinator.state import Limits
 
     state = CoordinatorState(Limits(finished_retention=0), clock=clock)
-    kept, dropped = state.enqueue(T, "q", [new_task(1), new_task(2)])
+    kept, dropped = state.tasks.enqueue(T, "q", [new_task(1), new_task(2)])
     journal.write(state.take_changes())
     journal.checkpoint()
-    lease = state.claim(T, "q", "w")[0]
-    state.complete(T, lease.attempt_id, "1")
+    lease = state.tasks.claim(T, "q", "w")[0]
+    state.tasks.complete(T, lease.attempt_id, "1")
     state.sweep()  # retention 0: the finished task is deleted
     journal.write(state.take_changes())
     replayed = restart(journal, limits, clock)
-    assert [r.id for r in replayed.query(T)[0]] == [dropped if lease.id == kept else kept]
+    assert [r.id for r in replayed.tasks.query(T)[0]] == [dropped if lease.id == kept else kept]
 
 
 def test_replay_keeps_priority_and_fifo_order(journal, state, limits, clock):
-    ids = state.enqueue(T, "q", [new_task(i, priority=(i * 7) % 3) for i in range(30)])
+    ids = state.tasks.enqueue(T, "q", [new_task(i, priority=(i * 7) % 3) for i in range(30)])
     journal.write(state.take_changes())
-    expected = [r.id for r in state.claim(T, "q", "w", max_tasks=30)]
+    expected = [r.id for r in state.tasks.claim(T, "q", "w", max_tasks=30)]
     replayed = restart(journal, limits, clock)
-    assert [r.id for r in replayed.claim(T, "q", "w", max_tasks=30)] == expected
+    assert [r.id for r in replayed.tasks.claim(T, "q", "w", max_tasks=30)] == expected
     assert sorted(expected) == sorted(ids)
 
 
 def test_new_attempt_ids_after_replay_do_not_collide(journal, state, limits, clock):
-    state.enqueue(T, "q", [new_task(1)])
-    first = state.claim(T, "q", "w")[0].attempt_id
+    state.tasks.enqueue(T, "q", [new_task(1)])
+    first = state.tasks.claim(T, "q", "w")[0].attempt_id
     clock.advance(11)
     state.sweep()
     journal.write(state.take_changes())
     replayed = restart(journal, limits, clock)
     clock.advance(2)
-    assert replayed.claim(T, "q", "w")[0].attempt_id != first
+    assert replayed.tasks.claim(T, "q", "w")[0].attempt_id != first
 
 
 def test_a_failed_checkpoint_changes_nothing(journal, state, limits, clock):
-    state.enqueue(T, "q", [new_task(1)])
+    state.tasks.enqueue(T, "q", [new_task(1)])
     good = state.take_changes()
     journal.write(good)
     bad_row = ("task_bad", *good.tasks[0][1:])

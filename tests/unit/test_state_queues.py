@@ -22,11 +22,11 @@ T = "acme"
 
 
 def enqueue(state: CoordinatorState, value=None, queue: str = "q", **options) -> str:
-    return state.enqueue(T, queue, [new_task(value, **options)])[0]
+    return state.tasks.enqueue(T, queue, [new_task(value, **options)])[0]
 
 
 def claim_one(state: CoordinatorState, queue: str = "q", worker: str = "w1", **options):
-    leased = state.claim(T, queue, worker, **options)
+    leased = state.tasks.claim(T, queue, worker, **options)
     assert len(leased) == 1
     return leased[0]
 
@@ -34,14 +34,14 @@ def claim_one(state: CoordinatorState, queue: str = "q", worker: str = "w1", **o
 def test_claims_highest_priority_first_and_fifo_within_a_priority(state):
     low = [enqueue(state, i, priority=0) for i in range(3)]
     high = [enqueue(state, i, priority=5) for i in range(2)]
-    order = [r.id for r in state.claim(T, "q", "w", max_tasks=10)]
+    order = [r.id for r in state.tasks.claim(T, "q", "w", max_tasks=10)]
     assert order == high + low
 
 
 def test_delayed_task_is_invisible_until_due(state, clock):
     task_id = enqueue(state, "later", delay_s=5)
-    assert state.claim(T, "q", "w") == []
-    assert state.stats(T, "q")["delayed"] == 1
+    assert state.tasks.claim(T, "q", "w") == []
+    assert state.tasks.stats(T, "q")["delayed"] == 1
     clock.advance(5)
     assert claim_one(state).id == task_id
 
@@ -50,33 +50,33 @@ def test_idempotency_key_returns_existing_task_and_enqueues_nothing(state):
     first = enqueue(state, 1, idempotency_key="order-7")
     again = enqueue(state, 2, idempotency_key="order-7")
     assert again == first
-    assert state.stats(T, "q")["counts"]["queued"] == 1
-    assert json.loads(state.get(T, first).input) == 1
+    assert state.tasks.stats(T, "q")["counts"]["queued"] == 1
+    assert json.loads(state.tasks.get(T, first).input) == 1
 
 
 def test_repeated_task_id_is_not_enqueued_twice(state):
     task = new_task("x")
-    assert state.enqueue(T, "q", [task]) == state.enqueue(T, "q", [task])
-    assert state.stats(T, "q")["counts"]["queued"] == 1
+    assert state.tasks.enqueue(T, "q", [task]) == state.tasks.enqueue(T, "q", [task])
+    assert state.tasks.stats(T, "q")["counts"]["queued"] == 1
 
 
 def test_complete_is_final_and_double_completion_is_refused(state):
     enqueue(state, "in")
     lease = claim_one(state)
-    done = state.complete(T, lease.attempt_id, json.dumps("out"))
+    done = state.tasks.complete(T, lease.attempt_id, json.dumps("out"))
     assert done.status is TaskStatus.SUCCEEDED
     with pytest.raises(TaskFinishedError) as info:
-        state.complete(T, lease.attempt_id, json.dumps("other"))
+        state.tasks.complete(T, lease.attempt_id, json.dumps("other"))
     assert info.value.details["status"] == "succeeded"
-    assert state.get(T, done.id).result == json.dumps("out")
+    assert state.tasks.get(T, done.id).result == json.dumps("out")
 
 
 def test_repeated_request_is_answered_again_not_reapplied(state):
     enqueue(state)
     lease = claim_one(state)
-    first = state.complete(T, lease.attempt_id, "1", request_id="req-1")
+    first = state.tasks.complete(T, lease.attempt_id, "1", request_id="req-1")
     state.take_changes()
-    again = state.complete(T, lease.attempt_id, "2", request_id="req-1")
+    again = state.tasks.complete(T, lease.attempt_id, "2", request_id="req-1")
     assert again is first and again.result == "1"
     assert not state.has_changes()
 
@@ -86,18 +86,18 @@ def test_expired_lease_is_requeued_with_backoff_and_the_old_attempt_is_fenced(st
     first_attempt = claim_one(state, worker="w1").attempt_id
     clock.advance(10.0)
     assert state.sweep() == 1
-    record = state.get(T, task_id)
+    record = state.tasks.get(T, task_id)
     assert record.status is TaskStatus.QUEUED
     assert json.loads(record.error)["type"] == "LeaseExpired"
-    assert state.claim(T, "q", "w2") == []  # still backing off (1 s)
+    assert state.tasks.claim(T, "q", "w2") == []  # still backing off (1 s)
     clock.advance(1.0)
     second = claim_one(state, worker="w2")
     assert second.attempts == 2
     with pytest.raises(StaleAttemptError) as info:
-        state.complete(T, first_attempt, "1")
+        state.tasks.complete(T, first_attempt, "1")
     assert info.value.details["live_attempt_id"] == second.attempt_id
-    state.complete(T, second.attempt_id, "2")
-    assert state.get(T, task_id).result == "2"
+    state.tasks.complete(T, second.attempt_id, "2")
+    assert state.tasks.get(T, task_id).result == "2"
 
 
 def test_overdue_lease_is_expired_on_access_even_before_the_sweeper_runs(state, clock):
@@ -105,18 +105,18 @@ def test_overdue_lease_is_expired_on_access_even_before_the_sweeper_runs(state, 
     lease = claim_one(state)
     clock.advance(10.5)
     with pytest.raises(StaleAttemptError):
-        state.complete(T, lease.attempt_id, "late")
-    assert state.get(T, lease.id).status is TaskStatus.QUEUED
+        state.tasks.complete(T, lease.attempt_id, "late")
+    assert state.tasks.get(T, lease.id).status is TaskStatus.QUEUED
 
 
 def test_heartbeat_extends_the_lease(state, clock):
     enqueue(state)
     lease = claim_one(state)
     clock.advance(8)
-    state.heartbeat(T, lease.attempt_id, extend_s=20)
+    state.tasks.heartbeat(T, lease.attempt_id, extend_s=20)
     clock.advance(15)
     state.sweep()
-    assert state.complete(T, lease.attempt_id, "ok").status is TaskStatus.SUCCEEDED
+    assert state.tasks.complete(T, lease.attempt_id, "ok").status is TaskStatus.SUCCEEDED
 
 
 def test_retryable_failures_back_off_exponentially_then_dead_letter(state, clock):
@@ -124,15 +124,15 @@ def test_retryable_failures_back_off_exponentially_then_dead_letter(state, clock
     waits = []
     for _ in range(2):
         lease = claim_one(state)
-        record = state.fail(T, lease.attempt_id, json.dumps({"type": "E", "message": "boom"}))
+        record = state.tasks.fail(T, lease.attempt_id, json.dumps({"type": "E", "message": "boom"}))
         waits.append(record.available_at - clock.now)
         clock.advance(record.available_at - clock.now)
     assert waits == [1.0, 2.0]
     lease = claim_one(state)
-    assert state.fail(T, lease.attempt_id, '{"type":"E"}').status is TaskStatus.DEAD
-    dead = state.query(T, queue="q", status="dead")[0]
+    assert state.tasks.fail(T, lease.attempt_id, '{"type":"E"}').status is TaskStatus.DEAD
+    dead = state.tasks.query(T, queue="q", status="dead")[0]
     assert [r.id for r in dead] == [task_id]
-    retried = state.retry(T, task_id)
+    retried = state.tasks.retry(T, task_id)
     assert retried.status is TaskStatus.QUEUED and retried.attempts == 0
     assert claim_one(state).id == task_id
 
@@ -146,15 +146,15 @@ def test_lease_expiry_counts_as_an_attempt_and_ends_in_dead(state, clock):
     claim_one(state)
     clock.advance(10)
     state.sweep()
-    assert state.get(T, task_id).status is TaskStatus.DEAD
+    assert state.tasks.get(T, task_id).status is TaskStatus.DEAD
 
 
 def test_non_retryable_failure_is_final(state):
     enqueue(state)
     lease = claim_one(state)
-    assert state.fail(T, lease.attempt_id, '{"type":"E"}', retryable=False).status is TaskStatus.FAILED
+    assert state.tasks.fail(T, lease.attempt_id, '{"type":"E"}', retryable=False).status is TaskStatus.FAILED
     with pytest.raises(TaskFinishedError):
-        state.fail(T, lease.attempt_id, '{"type":"E"}')
+        state.tasks.fail(T, lease.attempt_id, '{"type":"E"}')
 
 
 def test_cancel_queued_and_leased_tasks_and_refuse_finished_ones(state):
@@ -162,25 +162,25 @@ def test_cancel_queued_and_leased_tasks_and_refuse_finished_ones(state):
     enqueue(state, 2)
     lease = claim_one(state)
     assert lease.id == queued
-    waiting = state.query(T, status="queued")[0][0].id
-    assert state.cancel(T, waiting).status is TaskStatus.CANCELLED
-    assert state.claim(T, "q", "w") == []
-    state.cancel(T, lease.id)
+    waiting = state.tasks.query(T, status="queued")[0][0].id
+    assert state.tasks.cancel(T, waiting).status is TaskStatus.CANCELLED
+    assert state.tasks.claim(T, "q", "w") == []
+    state.tasks.cancel(T, lease.id)
     with pytest.raises(TaskFinishedError) as info:
-        state.complete(T, lease.attempt_id, "x")
+        state.tasks.complete(T, lease.attempt_id, "x")
     assert info.value.details["status"] == "cancelled"
     with pytest.raises(TaskFinishedError):
-        state.cancel(T, lease.id)
+        state.tasks.cancel(T, lease.id)
 
 
 def test_retry_of_a_live_or_succeeded_task_is_refused(state):
     task_id = enqueue(state)
     with pytest.raises(ConflictError):
-        state.retry(T, task_id)
+        state.tasks.retry(T, task_id)
     lease = claim_one(state)
-    state.complete(T, lease.attempt_id, "1")
+    state.tasks.complete(T, lease.attempt_id, "1")
     with pytest.raises(TaskFinishedError):
-        state.retry(T, task_id)
+        state.tasks.retry(T, task_id)
 
 
 def test_purge_cancels_queued_tasks_only(state, clock):
@@ -188,31 +188,31 @@ def test_purge_cancels_queued_tasks_only(state, clock):
     leased = claim_one(state)
     enqueue(state, 2)
     enqueue(state, 3, delay_s=60)
-    assert state.purge(T, "q") == 2
-    counts = state.stats(T, "q")["counts"]
+    assert state.tasks.purge(T, "q") == 2
+    counts = state.tasks.stats(T, "q")["counts"]
     assert counts["cancelled"] == 2 and counts["leased"] == 1 and counts["queued"] == 0
-    assert state.complete(T, leased.attempt_id, "ok").status is TaskStatus.SUCCEEDED
+    assert state.tasks.complete(T, leased.attempt_id, "ok").status is TaskStatus.SUCCEEDED
     clock.advance(61)
-    assert state.claim(T, "q", "w") == []
+    assert state.tasks.claim(T, "q", "w") == []
 
 
 def test_claim_with_a_repeated_request_id_returns_the_same_leases(state):
     for i in range(3):
         enqueue(state, i)
-    first = [r.attempt_id for r in state.claim(T, "q", "w", max_tasks=2, request_id="claim-1")]
-    again = [r.attempt_id for r in state.claim(T, "q", "w", max_tasks=2, request_id="claim-1")]
+    first = [r.attempt_id for r in state.tasks.claim(T, "q", "w", max_tasks=2, request_id="claim-1")]
+    again = [r.attempt_id for r in state.tasks.claim(T, "q", "w", max_tasks=2, request_id="claim-1")]
     assert len(first) == 2 and again == first
-    assert state.stats(T, "q")["counts"]["queued"] == 1
+    assert state.tasks.stats(T, "q")["counts"]["queued"] == 1
 
 
 def test_query_pages_are_stable_while_tasks_are_added(state):
     ids = [enqueue(state, i) for i in range(25)]
     seen, cursor = [], None
-    page, cursor = state.query(T, queue="q", limit=10, cursor=cursor)
+    page, cursor = state.tasks.query(T, queue="q", limit=10, cursor=cursor)
     seen += [r.id for r in page]
     ids += [enqueue(state, 100 + i) for i in range(5)]
     while cursor is not None:
-        page, cursor = state.query(T, queue="q", limit=10, cursor=cursor)
+        page, cursor = state.tasks.query(T, queue="q", limit=10, cursor=cursor)
         seen += [r.id for r in page]
     assert seen == ids
 
@@ -222,34 +222,34 @@ def test_stats_report_depth_per_status_and_oldest_age(state, clock):
     clock.advance(4)
     enqueue(state, 2)
     lease = claim_one(state)
-    state.complete(T, lease.attempt_id, "1")
-    stats = state.stats(T, "q")
+    state.tasks.complete(T, lease.attempt_id, "1")
+    stats = state.tasks.stats(T, "q")
     assert stats["counts"]["queued"] == 1 and stats["counts"]["succeeded"] == 1
     assert stats["oldest_queued_age_s"] == pytest.approx(0.0)
     clock.advance(3)
-    assert state.stats(T, "q")["oldest_queued_age_s"] == pytest.approx(3.0)
-    assert state.stats(T, "q")["workers"] == 1
+    assert state.tasks.stats(T, "q")["oldest_queued_age_s"] == pytest.approx(3.0)
+    assert state.tasks.stats(T, "q")["workers"] == 1
 
 
 def test_workers_are_recorded_with_the_attempts_they_hold(state):
     enqueue(state, 1)
     enqueue(state, 2)
-    lease = state.claim(T, "q", "w1", node_id="node-a")[0]
-    workers = state.workers(T)
+    lease = state.tasks.claim(T, "q", "w1", node_id="node-a")[0]
+    workers = state.tasks.workers(T)
     assert [(w["worker_id"], w["node_id"], w["attempts"]) for w in workers] == [("w1", "node-a", [lease.attempt_id])]
-    state.complete(T, lease.attempt_id, "1")
-    assert state.workers(T)[0]["attempts"] == []
+    state.tasks.complete(T, lease.attempt_id, "1")
+    assert state.tasks.workers(T)[0]["attempts"] == []
 
 
 def test_tenants_never_see_each_others_tasks(state):
     task_id = enqueue(state, "secret")
     lease = claim_one(state)
     with pytest.raises(TaskNotFoundError):
-        state.get("other", task_id)
+        state.tasks.get("other", task_id)
     with pytest.raises(AttemptNotFoundError):
-        state.complete("other", lease.attempt_id, "x")
-    assert state.claim("other", "q", "w") == []
-    assert state.query("other")[0] == []
+        state.tasks.complete("other", lease.attempt_id, "x")
+    assert state.tasks.claim("other", "q", "w") == []
+    assert state.tasks.query("other")[0] == []
 
 
 def test_finished_tasks_beyond_retention_are_dropped_and_their_keys_freed(clock):
@@ -260,11 +260,11 @@ def test_finished_tasks_beyond_retention_are_dropped_and_their_keys_freed(clock)
     for i in range(4):
         ids.append(enqueue(state, i, idempotency_key=f"k{i}"))
         lease = claim_one(state)
-        state.complete(T, lease.attempt_id, "ok")
+        state.tasks.complete(T, lease.attempt_id, "ok")
         clock.advance(1)
     state.sweep()
     with pytest.raises(TaskNotFoundError):
-        state.get(T, ids[0])
-    assert state.get(T, ids[3]).status is TaskStatus.SUCCEEDED
+        state.tasks.get(T, ids[0])
+    assert state.tasks.get(T, ids[3]).status is TaskStatus.SUCCEEDED
     assert enqueue(state, "again", idempotency_key="k0") != ids[0]
     assert set(state.take_changes().deleted) >= {ids[0], ids[1]}

@@ -14,47 +14,47 @@ T = "acme"
 
 
 def test_a_run_records_progress_and_ends_once(state, clock):
-    state.run_start(T, "raysubmit_1", "hello", "greet", json.dumps({"name": "Ada"}))
-    assert state.run_start(T, "raysubmit_1", "hello", "greet", "{}").params == json.dumps({"name": "Ada"})
+    state.runs.start(T, "raysubmit_1", "hello", "greet", json.dumps({"name": "Ada"}))
+    assert state.runs.start(T, "raysubmit_1", "hello", "greet", "{}").params == json.dumps({"name": "Ada"})
     for done in range(60):
         clock.advance(1)
-        state.run_progress(T, "raysubmit_1", done, 60, f"step {done}")
-    record = state.run_finish(T, "raysubmit_1", result=json.dumps({"message": "hi"}))
+        state.runs.progress(T, "raysubmit_1", done, 60, f"step {done}")
+    record = state.runs.finish(T, "raysubmit_1", result=json.dumps({"message": "hi"}))
     assert record.status == "succeeded" and record.progress[1:] == [59, 60, "step 59"]
     assert len(record.events) == 50 and record.events[0][1] == 10
-    assert state.run_finish(T, "raysubmit_1", result="1") is record  # same outcome again: no-op
+    assert state.runs.finish(T, "raysubmit_1", result="1") is record  # same outcome again: no-op
     with pytest.raises(ConflictError):
-        state.run_finish(T, "raysubmit_1", error='{"type": "E"}')
+        state.runs.finish(T, "raysubmit_1", error='{"type": "E"}')
     with pytest.raises(ConflictError):
-        state.run_progress(T, "raysubmit_1", 1, 1, "late")
+        state.runs.progress(T, "raysubmit_1", 1, 1, "late")
 
 
 def test_runs_are_per_tenant_and_bounded(clock):
     state = CoordinatorState(Limits(runs_retention=2), clock=clock)
     for n in range(3):
-        state.run_start(T, f"r{n}", "p", "a", "{}")
-        state.run_finish(T, f"r{n}", result="null")
+        state.runs.start(T, f"r{n}", "p", "a", "{}")
+        state.runs.finish(T, f"r{n}", result="null")
     with pytest.raises(RunNotFoundError):
-        state.run_get(T, "r0")
+        state.runs.get(T, "r0")
     with pytest.raises(RunNotFoundError):
-        state.run_get("other", "r1")
-    assert [r.id for r in state.runs(T)] == ["r2", "r1"]
+        state.runs.get("other", "r1")
+    assert [r.id for r in state.runs.list(T)] == ["r2", "r1"]
     with pytest.raises(InvalidArgumentError):
-        state.run_start(T, "bad id", "p", "a", "{}")
+        state.runs.start(T, "bad id", "p", "a", "{}")
 
 
 @pytest.mark.parametrize("checkpoint", [False, True])
 def test_runs_survive_a_restart(tmp_path, state, limits, clock, checkpoint):
     journal = SQLiteJournal(tmp_path / "j.sqlite3")
-    state.run_start(T, "done", "p", "a", '{"x": 1}')
-    state.run_progress(T, "done", 1, 2, "half")
-    state.run_finish(T, "done", error='{"type": "E", "message": "boom"}')
-    state.run_start(T, "live", "p", "a", "{}")
+    state.runs.start(T, "done", "p", "a", '{"x": 1}')
+    state.runs.progress(T, "done", 1, 2, "half")
+    state.runs.finish(T, "done", error='{"type": "E", "message": "boom"}')
+    state.runs.start(T, "live", "p", "a", "{}")
     journal.write(state.take_changes())
     if checkpoint:
         journal.checkpoint()
     replayed = CoordinatorState(limits, clock=clock)
     replayed.load(*journal.load())
-    assert replayed.run_get(T, "done").wire() == state.run_get(T, "done").wire()
-    assert replayed.run_get(T, "live").status == "running"
+    assert replayed.runs.get(T, "done").wire() == state.runs.get(T, "done").wire()
+    assert replayed.runs.get(T, "live").status == "running"
     journal.close()

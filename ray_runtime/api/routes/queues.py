@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from ray_runtime.api.deps import Reader, ServicesDep, Submitter
+from ray_runtime.checks import NAME
 from ray_runtime.models.api import (
     ClaimRequest,
     CompleteRequest,
@@ -19,7 +20,7 @@ from ray_runtime.models.api import (
 from ray_runtime.models.tasks import Lease, QueueStats, Task, TaskPage, TaskSpec, TaskStatus, WaitResult, WorkerInfo
 
 router = APIRouter(prefix="/api/v1", tags=["queues"])
-QueueName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description="Queue name.")]
+QueueName = Annotated[str, Path(pattern=NAME.pattern, description="Queue name.")]
 
 
 @router.post("/queues/{queue}/tasks", status_code=201)
