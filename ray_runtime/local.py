@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     from ray_runtime.coordinator import Coordinator
 
 from ray_runtime._net import free_port
-from ray_runtime.errors import ConflictError, ServerError, TimeoutError
+from ray_runtime.errors import ConflictError, ServerError, TimeoutError, UnavailableError
 
 __all__ = ["DEFAULT_DIR", "Check", "LocalRuntime", "RuntimeOptions", "down", "load_state", "local_dir", "status", "up"]
 
 DEFAULT_DIR = Path("~/.ray_runtime/local")
 STATE_FILE = "runtime.json"
+STARTED_FILE = Path("~/.ray_runtime/started-runtimes")
 KEY_FILE = "dev-api-key"
 Step = Callable[[str, str], None]  # (component, what is happening)
 _DASHBOARD_UP = frozenset({200, 401})  # 401: it runs, with Ray's token auth on
@@ -119,12 +120,48 @@ def local_dir() -> Path:
     return Path(os.environ.get("RAY_RUNTIME_LOCAL_DIR", DEFAULT_DIR)).expanduser()
 
 
+def _started() -> list[Path]:
+    """Folders of runtimes ``up`` started and ``down`` has not stopped (``up --dir`` anywhere is remembered)."""
+    path = STARTED_FILE.expanduser()
+    return [Path(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
+def _remember(directory: Path, started: bool) -> None:
+    path = STARTED_FILE.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = [d for d in _started() if d != directory]
+    path.write_text("".join(f"{d}\n" for d in [*kept, *([directory] if started else [])]))
+
+
+def find_runtime() -> LocalRuntime | None:
+    """The running local runtime later commands use: the one in ``$RAY_RUNTIME_LOCAL_DIR`` if set, else the one
+    ``up`` started (in its default folder or any ``--dir``); None if none runs.
+
+    Raises:
+        UnavailableError: Several run and none is named (the message names their folders).
+    """
+    if os.environ.get("RAY_RUNTIME_LOCAL_DIR"):
+        folders = [local_dir()]
+    else:
+        folders = list(dict.fromkeys([DEFAULT_DIR.expanduser().resolve(), *_started()]))
+    running = [state for state in map(load_state, folders) if state is not None and state.ray.handle() is not None]
+    if len(running) > 1:
+        listed = ", ".join(str(state.dir) for state in running)
+        raise UnavailableError(
+            f"{len(running)} local runtimes run ({listed}); pick one with --dir or RAY_RUNTIME_LOCAL_DIR"
+        )
+    return running[0] if running else None
+
+
 def load_state(directory: Path = DEFAULT_DIR) -> LocalRuntime | None:
     """The state of a runtime ``up`` started in ``directory`` (None if there is none)."""
     path = directory.expanduser() / STATE_FILE
     if not path.is_file():
         return None
-    return LocalRuntime.model_validate_json(path.read_text())
+    try:
+        return LocalRuntime.model_validate_json(path.read_text())
+    except ValueError:
+        return None  # written by another version, or cut short: not a runtime we can use
 
 
 # ------------------------------------------------------------------------------------------------------------- up
@@ -160,6 +197,7 @@ def up(options: RuntimeOptions, on_step: Step = lambda component, message: None)
         api_key="",
     )
     state.save()
+    _remember(directory, started=True)
     try:
         _wait_http(
             f"{state.dashboard_url}/api/version", deadline, ray_process, directory / "logs" / "ray.log", _DASHBOARD_UP
@@ -381,6 +419,7 @@ def down(directory: Path = DEFAULT_DIR, on_step: Step = lambda component, messag
             on_step(name, "stopped")
             stopped.append(name)
     (directory / STATE_FILE).unlink(missing_ok=True)
+    _remember(directory, started=False)
     return stopped
 
 

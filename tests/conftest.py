@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ray_runtime._net import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "plugins"
@@ -39,8 +40,11 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     root = tempfile.mkdtemp(prefix="rrt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     storage = os.path.join(root, "storage")
     os.environ["RAY_RUNTIME_STORAGE"] = storage  # inherited by the raylet, hence by every actor
+    os.environ["RR_TEST_IMPORT_LOG"] = os.path.join(root, "imports.log")  # fixture plugins log who imports them
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # jobs run `python`
+    os.environ.pop("RAY_ADDRESS", None)  # never join a developer's cluster: this session starts its own
     context = ray.init(
+        address="local",
         num_cpus=4,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
@@ -112,11 +116,12 @@ def api_keys(session_coordinator) -> dict[str, str]:
 
 
 class Facade:
-    """A running façade: its URL and an authenticated httpx client per key name."""
+    """A running façade: its URL, its process id, and an authenticated httpx client per key name."""
 
-    def __init__(self, url: str, keys: dict[str, str]) -> None:
+    def __init__(self, url: str, keys: dict[str, str], pid: int) -> None:
         self.url = url
         self.keys = keys
+        self.pid = pid
 
     def client(self, key: str | None = "alpha", **options) -> httpx.Client:  # noqa: F821
         import httpx
@@ -132,7 +137,6 @@ class Facade:
 def facade(ray_cluster, serve_url, api_keys, tmp_path_factory) -> Iterator[Facade]:
     """The façade as its own process (`ray-runtime api`), with the example and fixture plugins."""
     import subprocess
-    import time
 
     import httpx
 
@@ -167,17 +171,16 @@ def facade(ray_cluster, serve_url, api_keys, tmp_path_factory) -> Iterator[Facad
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the façade did not start: {process.communicate(timeout=10)[0]}")
         try:
-            if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
-                break
+            return httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
         except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            output = process.communicate(timeout=10)[0] if process.poll() is not None else ""
-            raise RuntimeError(f"the façade did not start: {output}")
-        time.sleep(0.2)
-    yield Facade(url, api_keys)
+            return False
+
+    wait_until(ready, 120, interval_s=0.2, what="the façade to be ready")
+    yield Facade(url, api_keys, process.pid)
     process.terminate()
     process.wait(timeout=30)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_runtime._version import __version__
-from ray_runtime.api.routes import cluster, health, jobs, keys, legacy, queues, ray_jobs, resources, serve
+from ray_runtime.api.routes import cluster, health, jobs, keys, legacy, plugins, queues, ray_jobs, resources, serve
 from ray_runtime.api.services import Services
 from ray_runtime.api.settings import ApiSettings
 from ray_runtime.errors import (
@@ -185,6 +185,6 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     app.state.metrics = metrics
     app.add_middleware(_Observe, services=services, metrics=metrics, max_body=settings.max_body_bytes)
     _install_error_handlers(app)
-    for module in (health, jobs, ray_jobs, cluster, serve, queues, resources, keys, legacy):
+    for module in (health, jobs, ray_jobs, cluster, serve, plugins, queues, resources, keys, legacy):
         app.include_router(module.router)
     return app

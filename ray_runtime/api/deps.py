@@ -28,7 +28,7 @@ ServicesDep = Annotated[Services, Depends(services)]
 
 async def authenticated(request: Request) -> Caller:
     """The caller, also kept on the request for the audit log."""
-    caller = await request.app.state.services.authenticate(request.headers)
+    caller = await request.app.state.services.auth.authenticate(request.headers)
     request.state.caller = caller
     return caller
 

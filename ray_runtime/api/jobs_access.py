@@ -8,7 +8,17 @@ from ray_runtime.api.keys import Caller
 from ray_runtime.api.services import Services
 from ray_runtime.errors import NotFoundError
 
-__all__ = ["ACTION", "PLUGIN", "SUBMITTED_BY", "TENANT", "job_tenant", "owned_job", "scoped_metadata", "visible_jobs"]
+__all__ = [
+    "ACTION",
+    "PLUGIN",
+    "SUBMITTED_BY",
+    "TENANT",
+    "job_tenant",
+    "no_job",
+    "owned_job",
+    "scoped_metadata",
+    "visible_jobs",
+]
 
 TENANT, SUBMITTED_BY = "ray_runtime.tenant", "ray_runtime.submitted_by"
 PLUGIN, ACTION = "ray_runtime.plugin", "ray_runtime.action"
@@ -29,15 +39,23 @@ def scoped_metadata(caller: Caller, metadata: dict[str, str] | None) -> dict[str
     return kept
 
 
+def no_job(submission_id: str) -> NotFoundError:
+    """The one answer for a job that is missing or not the caller's: the same code, message and details."""
+    return NotFoundError(f"job {submission_id!r} does not exist", submission_id=submission_id)
+
+
 async def owned_job(services: Services, caller: Caller, submission_id: str) -> dict[str, Any]:
     """Ray's JobDetails if the job is the caller's; another tenant's job is as absent as a missing one."""
-    details = await services.job_details(submission_id)
+    try:
+        details = await services.dashboard.job_details(submission_id)
+    except NotFoundError:
+        raise no_job(submission_id) from None
     if job_tenant(details) != caller.tenant:
-        raise NotFoundError(f"not found: no job {submission_id!r}", submission_id=submission_id)
+        raise no_job(submission_id)
     return details
 
 
 async def visible_jobs(services: Services, caller: Caller) -> list[dict[str, Any]]:
     """Every job of the caller's tenant, as Ray lists them."""
-    jobs = await services.all_jobs()
+    jobs = await services.dashboard.all_jobs()
     return [job for job in jobs if job.get("submission_id") and job_tenant(job) == caller.tenant]

@@ -18,8 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from ray_runtime.api.dashboard import Dashboard
 from ray_runtime.api.settings import StreamLimits
 from ray_runtime.errors import InvalidArgumentError, UnavailableError
 from ray_runtime.models.api import JobStatus, LogFrame
@@ -72,7 +71,7 @@ class LogHub:
 
     def __init__(
         self,
-        dashboard: aiohttp.ClientSession,
+        dashboard: Dashboard,
         details: DetailsLookup,
         *,
         poll_interval_s: float = 0.05,
@@ -141,13 +140,12 @@ class LogHub:
             "interval": self._poll_interval_s,
             "media_type": "stream",
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        async with self._dashboard.get("/api/v0/logs/stream", params=_query(params), timeout=timeout) as reply:
-            if reply.status != 200:
+        async with self._dashboard.stream("/api/v0/logs/stream", params) as reply:
+            if reply.status_code != 200:
                 await asyncio.sleep(self._status_interval_s)
-                raise UnavailableError(f"State API log stream answered {reply.status}")
+                raise UnavailableError(f"State API log stream answered {reply.status_code}")
             skip = log.end  # a restarted stream starts from the file's beginning again
-            async for chunk in reply.content.iter_any():
+            async for chunk in reply.aiter_raw():
                 if skip:
                     chunk, skip = chunk[skip:], max(0, skip - len(chunk))
                 log.append(chunk)
@@ -167,12 +165,12 @@ class LogHub:
         params = {"submission_id": submission_id, "node_id": node_id, "lines": -1, "media_type": "file"}
         wanted = None if limit is None else offset + limit
         seen, kept = 0, bytearray()
-        async with self._dashboard.get("/api/v0/logs/file", params=_query(params)) as reply:
-            if reply.status == 404 or (reply.status == 500 and b"not found" in await reply.read()):
+        async with self._dashboard.stream("/api/v0/logs/file", params) as reply:
+            if reply.status_code == 404 or (reply.status_code == 500 and b"not found" in await reply.aread()):
                 return b""
-            if reply.status != 200:
-                raise UnavailableError(f"State API log file answered {reply.status}")
-            async for chunk in reply.content.iter_any():
+            if reply.status_code != 200:
+                raise UnavailableError(f"State API log file answered {reply.status_code}")
+            async for chunk in reply.aiter_raw():
                 start = max(0, offset - seen)
                 seen += len(chunk)
                 if start < len(chunk):
@@ -248,10 +246,6 @@ class LogHub:
             except TimeoutError:
                 last_sent = time.monotonic()
                 yield LogFrame(type="heartbeat", offset=position)
-
-
-def _query(params: dict) -> list[tuple[str, str]]:
-    return [(key, str(value)) for key, value in params.items()]
 
 
 def _split(data: bytes, size: int) -> list[bytes]:

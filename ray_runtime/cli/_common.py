@@ -63,7 +63,12 @@ CONFIG_FILE = Path("~/.config/ray-runtime/config.toml")
 
 ParamsOption = Annotated[str | None, typer.Option("--params", "-p", help="JSON parameters, or @file.json.")]
 RayAddress = Annotated[
-    str | None, typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: auto).")
+    str | None,
+    typer.Option(
+        "--address",
+        envvar="RAY_ADDRESS",
+        help="Ray cluster address (default: the local runtime `up` started, or the only cluster running here).",
+    ),
 ]
 Tenant = Annotated[str | None, typer.Option("--tenant", envvar="RAY_RUNTIME_TENANT", help="Tenant to act for.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
@@ -138,17 +143,11 @@ def parse_json(text: str | None, option: str = "--params", default: Any = None) 
 
 
 def connect_ray(address: str | None) -> None:
-    """Join the Ray cluster as a driver (commands that act on Ray directly)."""
-    import ray
+    """Join the Ray cluster as a driver (commands that act on Ray directly), and say which one was joined."""
+    from ray_runtime._ray import init_ray
 
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address or "auto", log_to_driver=False)
-    except ConnectionError as exc:
-        raise UnavailableError(
-            f"no Ray cluster at {address or 'auto'} ({exc}); start one with `ray-runtime up` or pass --address"
-        ) from None
+    joined = init_ray(address)
+    errors.print(f"[dim]joined {escape(joined)}[/]", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- output

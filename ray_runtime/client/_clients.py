@@ -3,39 +3,50 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any, TypeVar
 
 import httpx
 
+from ray_runtime._twins import awaitable as _awaitable
+from ray_runtime._twins import blocking as _blocking
 from ray_runtime._version import __version__
 from ray_runtime.client._calls import Calls
 from ray_runtime.client._http import ClientConfig, Request, Sleep, decode_error, send_flow
-from ray_runtime.client._tail import LogTail, Protocol
+from ray_runtime.client._tail import NEXT_FRAME, LogTail, Protocol, tail_flow
 from ray_runtime.errors import TimeoutError
 from ray_runtime.models.api import TENANT_HEADER, JobInfo, StreamLimits
 
 __all__ = ["AsyncRuntimeClient", "RuntimeClient"]
 
-P = ParamSpec("P")
 R = TypeVar("R")
 Flow = Generator[Any, Any, R]  # yields httpx requests, API calls (Request) or Sleeps; returns the answer
 _STREAM_ERRORS = (httpx.TransportError, OSError, EOFError)
 
 
 def _ws_errors() -> tuple[type[BaseException], ...]:
-    import websockets
+    """What a dropped connection raises (WebSocket errors too, when websockets is installed)."""
+    try:
+        from websockets.exceptions import WebSocketException
+    except ImportError:
+        return _STREAM_ERRORS
+    return (WebSocketException, *_STREAM_ERRORS)
 
-    return (websockets.exceptions.WebSocketException, *_STREAM_ERRORS)
+
+def _next_step(flow: Generator[Any, Any, None], answer: Any) -> Any:
+    """The flow's next step, given the answer to its last one; None when the flow is done."""
+    try:
+        return flow.send(answer)
+    except StopIteration:
+        return None
 
 
 class _Base(Calls):
     """What both clients hold: the URL, the credentials, the config, the connection pool, and request building."""
 
-    _transport: type[httpx.Client] | type[httpx.AsyncClient]  # each client names its own; _send waits its way
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]  # each client names its own; _run waits its way
 
     def __init__(
         self,
@@ -44,13 +55,28 @@ class _Base(Calls):
         *,
         tenant: str | None = None,
         config: ClientConfig | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """
+        Args:
+            base_url: The façade, e.g. ``http://head:8080``.
+            api_key: ``rrk_...`` (None: the façade must be in dev mode).
+            tenant: Sent as ``X-Ray-Runtime-Tenant``; with a key it may only repeat the key's tenant.
+            config: Timeouts, pool and retry policy.
+            transport: An httpx transport to send through instead of the network (``httpx.MockTransport``,
+                ``httpx.ASGITransport(app)`` for the async client, ...). Log tails over WebSocket always use
+                the network; pass ``protocol="http"`` to tail through the transport.
+        """
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.tenant = tenant
         self.config = config or ClientConfig()
-        self._http = self._transport(
-            base_url=self.base_url, headers=self._headers(), timeout=self.config.timeout(), limits=self.config.limits()
+        self._http = self._http_class(
+            base_url=self.base_url,
+            headers=self._headers(),
+            timeout=self.config.timeout(),
+            limits=self.config.limits(),
+            transport=transport,  # type: ignore[arg-type]
         )
 
     def _headers(self) -> dict[str, str]:
@@ -100,26 +126,6 @@ class _Base(Calls):
             yield Sleep(poll_s)
 
 
-def _blocking(build: Callable[Concatenate[Any, P], Request[R]]) -> Callable[Concatenate[Any, P], R]:
-    @functools.wraps(build)
-    def method(self: RuntimeClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._send(build(self, *args, **kwargs))
-
-    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
-    return method
-
-
-def _awaitable(
-    build: Callable[Concatenate[Any, P], Request[R]],
-) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
-    @functools.wraps(build)
-    async def method(self: AsyncRuntimeClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self._send(build(self, *args, **kwargs))
-
-    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
-    return method
-
-
 class RuntimeClient(_Base):
     """The ray_runtime API, blocking. Use as a context manager, or call ``close()``.
 
@@ -130,7 +136,7 @@ class RuntimeClient(_Base):
         ...         print(line)
     """
 
-    _transport = httpx.Client
+    _http_class = httpx.Client
     _http: httpx.Client
 
     def __enter__(self) -> RuntimeClient:
@@ -142,7 +148,7 @@ class RuntimeClient(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, request: Request[R]) -> R:
+    def _run(self, request: Request[R]) -> R:
         return self._drive(self._send_flow(request))
 
     def _drive(self, flow: Flow[R]) -> R:
@@ -155,7 +161,7 @@ class RuntimeClient(_Base):
                     time.sleep(step.seconds)
                     outcome = None
                 elif isinstance(step, Request):
-                    outcome = self._send(step)
+                    outcome = self._run(step)
                 else:
                     try:
                         outcome = self._http.send(step)
@@ -193,17 +199,26 @@ class RuntimeClient(_Base):
         ``auto`` tries WebSocket and falls back to HTTP. ``limits`` are enforced here too (``StreamLimitError``).
         """
         tail = LogTail(job_id, protocol, offset, limits, self.config)
-        while not tail.ended:
-            try:
-                tail.connected()
-                for frame in self._frames(tail):
-                    yield from tail.feed(frame)
-                    if tail.ended:
-                        return
-                delay = tail.disconnected(None)
-            except _ws_errors() as exc:
-                delay = tail.disconnected(exc)
-            time.sleep(delay)
+        flow, frames, answer = tail_flow(tail), None, None
+        try:
+            while (step := _next_step(flow, answer)) is not None:
+                answer = None
+                if step is NEXT_FRAME:
+                    frames = frames or self._frames(tail)
+                    try:
+                        answer = next(frames, None)
+                    except _ws_errors() as exc:
+                        answer = exc
+                    if answer is None or isinstance(answer, BaseException):
+                        frames.close()
+                        frames = None
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    yield from step
+        finally:
+            if frames is not None:
+                frames.close()
 
     def _frames(self, tail: LogTail) -> Iterator[dict[str, Any]]:
         if tail.protocol == "websocket":
@@ -270,7 +285,7 @@ class RuntimeClient(_Base):
 class AsyncRuntimeClient(_Base):
     """The ray_runtime API, awaitable. Use as an async context manager, or ``await aclose()``."""
 
-    _transport = httpx.AsyncClient
+    _http_class = httpx.AsyncClient
     _http: httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncRuntimeClient:
@@ -282,7 +297,7 @@ class AsyncRuntimeClient(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, request: Request[R]) -> R:
+    async def _run(self, request: Request[R]) -> R:
         return await self._drive(self._send_flow(request))
 
     async def _drive(self, flow: Flow[R]) -> R:
@@ -295,7 +310,7 @@ class AsyncRuntimeClient(_Base):
                     await asyncio.sleep(step.seconds)
                     outcome = None
                 elif isinstance(step, Request):
-                    outcome = await self._send(step)
+                    outcome = await self._run(step)
                 else:
                     try:
                         outcome = await self._http.send(step)
@@ -331,18 +346,27 @@ class AsyncRuntimeClient(_Base):
     ) -> AsyncIterator[str]:
         """The job's log lines from ``offset`` until the job ends, each exactly once across reconnects."""
         tail = LogTail(job_id, protocol, offset, limits, self.config)
-        while not tail.ended:
-            try:
-                tail.connected()
-                async for frame in self._frames(tail):
-                    for line in tail.feed(frame):
+        flow, frames, answer = tail_flow(tail), None, None
+        try:
+            while (step := _next_step(flow, answer)) is not None:
+                answer = None
+                if step is NEXT_FRAME:
+                    frames = frames or self._frames(tail)
+                    try:
+                        answer = await anext(frames, None)
+                    except _ws_errors() as exc:
+                        answer = exc
+                    if answer is None or isinstance(answer, BaseException):
+                        await frames.aclose()
+                        frames = None
+                elif isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    for line in step:
                         yield line
-                    if tail.ended:
-                        return
-                delay = tail.disconnected(None)
-            except _ws_errors() as exc:
-                delay = tail.disconnected(exc)
-            await asyncio.sleep(delay)
+        finally:
+            if frames is not None:
+                await frames.aclose()
 
     async def _frames(self, tail: LogTail) -> AsyncIterator[dict[str, Any]]:
         if tail.protocol == "websocket":

@@ -1,23 +1,26 @@
 """Following a job's log through the façade, exactly once across disconnects.
 
-:class:`LogTail` is the protocol state both clients drive: where to connect (WebSocket or HTTP, from which
-offset), what each frame means, when the stream is over, and how long to wait before reconnecting. The façade
-resumes exactly at the offset of the last frame received, so no line is lost or repeated.
+:class:`LogTail` is the protocol state: where to connect (WebSocket or HTTP, from which offset), what each frame
+means, when the stream is over, and how long to wait before reconnecting. :func:`tail_flow` is the loop over it,
+written once as a generator that both clients drive with their own I/O. The façade resumes exactly at the offset
+of the last frame received, so no line is lost or repeated.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Generator
 from typing import Any, Literal
 
-from ray_runtime.client._http import ClientConfig
+from ray_runtime.client._http import ClientConfig, Sleep
 from ray_runtime.errors import RayRuntimeError, StreamLimitError, UnavailableError, from_wire
 from ray_runtime.models.api import StreamLimits
 
-__all__ = ["LogTail", "Protocol"]
+__all__ = ["NEXT_FRAME", "LogTail", "Protocol", "tail_flow"]
 
 Protocol = Literal["auto", "websocket", "http"]
 _MAX_RECONNECTS = 8
+NEXT_FRAME = "next frame"  # what the flow asks its driver for
 
 
 class LogTail:
@@ -28,7 +31,9 @@ class LogTail:
             raise ValueError(f"protocol must be 'auto', 'websocket' or 'http'; got {protocol!r}")
         self.job_id = job_id
         websockets = importlib.util.find_spec("websockets") is not None
-        self.protocol: Literal["websocket", "http"] = "websocket" if protocol == "websocket" or websockets else "http"
+        if protocol == "auto":
+            protocol = "websocket" if websockets else "http"
+        self.protocol: Literal["websocket", "http"] = protocol
         self.fallback = protocol == "auto"
         self.offset = offset
         self.limits = limits
@@ -101,3 +106,24 @@ class LogTail:
                 f"resume later with offset={self.offset}"
             ) from error
         return self.config.delay(self._failures)
+
+
+def tail_flow(tail: LogTail) -> Generator[str | Sleep | list[str], dict[str, Any] | BaseException | None, None]:
+    """The tail as a flow: it yields :data:`NEXT_FRAME` and is sent the next frame (a dict), ``None`` when the
+    connection ended, or the exception that cut it; it yields lists of lines to hand out and :class:`Sleep` before
+    reconnecting. The driver opens a connection at ``tail.path()``/``tail.params()`` whenever it has none.
+    """
+    while not tail.ended:
+        tail.connected()
+        while True:
+            frame = yield NEXT_FRAME
+            if frame is None or isinstance(frame, BaseException):
+                delay = tail.disconnected(frame)
+                break
+            lines = tail.feed(frame)
+            if lines:
+                yield lines
+            if tail.ended:
+                return
+        if delay:
+            yield Sleep(delay)

@@ -15,15 +15,18 @@ import json
 import traceback
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 import ray
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from ray_runtime._ids import new_id
+from ray_runtime._ray import init_ray
+from ray_runtime._twins import awaitable as _awaitable
+from ray_runtime._twins import blocking as _blocking
 from ray_runtime.config import Settings
 from ray_runtime.coordinator.actor import POLL_GROUP, CoordinatorActor, pack, unpack
 from ray_runtime.coordinator.state import NewTask
@@ -257,30 +260,6 @@ class _Awaitable(_Handle):
         with _ray_errors(call, timeout):
             raw = await asyncio.wait_for(asyncio.wrap_future(call.submit(self._actor).future()), timeout)
         return call.parse(unpack(raw))
-
-
-def _blocking(build: Callable[Concatenate[Any, P], _Call[R]]) -> Callable[Concatenate[Any, P], R]:
-    """Make the public blocking method of a call builder."""
-
-    @functools.wraps(build)
-    def method(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._run(build(self, *args, **kwargs))
-
-    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
-    return method
-
-
-def _awaitable(
-    build: Callable[Concatenate[Any, P], _Call[R]],
-) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
-    """Make the public awaitable method of a call builder."""
-
-    @functools.wraps(build)
-    async def method(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self._run(build(self, *args, **kwargs))
-
-    method.__name__ = method.__qualname__ = build.__name__.lstrip("_")
-    return method
 
 
 class _QueueCalls(_Handle):
@@ -839,8 +818,9 @@ def connect(
     without limit, replaying its journal on each start. By default this call returns once it answers.
 
     Args:
-        address: Ray address; by default joins the cluster this process runs in (or starts a local one),
-            as ``ray.init`` does. Ignored when Ray is already initialised.
+        address: Ray address. By default: the cluster this process runs in, ``RAY_ADDRESS``, the local runtime
+            ``ray-runtime up`` started, or the one cluster running on this machine (several: an error); with none
+            at all, a private local Ray instance. Ignored when Ray is already initialised.
         tenant: Whose queues and resources to act on (default ``RAY_RUNTIME_TENANT`` or ``"default"``).
         name: Coordinator actor name, for running several side by side (default ``"coordinator"``).
         namespace: Ray namespace of the actor (default ``"ray_runtime"``).
@@ -858,8 +838,7 @@ def connect(
         >>> coord.enqueue("jobs", {"n": 1})
     """
     settings = Settings()
-    if not ray.is_initialized():
-        ray.init(address=address or settings.ray_address, log_to_driver=False)
+    init_ray(address or settings.ray_address, start_if_none=True)
     actor = (
         _remote_coordinator(max_pollers)
         .options(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import marshal
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypedDict
@@ -81,8 +81,8 @@ class Journal:
         """Store a change set atomically and durably."""
         raise NotImplementedError
 
-    def checkpoint(self) -> int:
-        """Compact what :meth:`write` appended (optional); returns how many change sets were folded."""
+    def checkpoint(self, max_change_sets: int = 256) -> int:
+        """Compact up to ``max_change_sets`` of what :meth:`write` appended (optional); returns how many."""
         return 0
 
     def close(self) -> None:
@@ -90,15 +90,29 @@ class Journal:
 
 
 class MemoryJournal(Journal):
-    """No durability: a coordinator that forgets everything on restart (scratch work, benchmarks)."""
+    """Change sets kept in this process only: a coordinator on it forgets everything when its process ends.
+
+    It keeps the contract within its lifetime (``load`` returns what was written); it is not ``durable``.
+    For scratch work and benchmarks.
+    """
 
     capabilities = JournalCapabilities(durable=False, survives_power_loss=False)
 
+    def __init__(self) -> None:
+        self._fold = _Fold()
+
     def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
-        return [], [], [], []
+        fold = self._fold
+        return (
+            [_record(row) for row in fold.created.values()],
+            _resources((), fold),
+            _runs((), fold),
+            _kv((), fold),
+        )
 
     def write(self, changes: ChangeSet) -> None:
-        return None
+        if changes:
+            self._fold.add_entry(_entry(changes))
 
 
 @dataclass
@@ -119,7 +133,11 @@ class _Fold:
     kv: dict[tuple[str, str], str | None] = field(default_factory=dict)  # None: deleted
 
     def add(self, body: bytes) -> None:
-        entry = marshal.loads(body)
+        """Fold one encoded change set (a log row) in."""
+        self.add_entry(marshal.loads(body))
+
+    def add_entry(self, entry: dict[str, Any]) -> None:
+        """Fold one change set (as :func:`_entry` makes it) in."""
         payloads, tasks, deleted = entry.get("payloads", ()), entry.get("tasks", ()), entry.get("deleted", ())
         resources, resources_deleted = entry.get("resources", ()), entry.get("resources_deleted", ())
         runs, runs_deleted = entry.get("runs", ()), entry.get("runs_deleted", ())
@@ -151,8 +169,9 @@ class _Fold:
             self.runs_deleted.add(run_id)
 
 
-def _encode(changes: ChangeSet) -> bytes:
-    resources = [(r.id, r.tenant, r.version, r.created_at, r.body) for r in changes.resources_added]
+def _entry(changes: ChangeSet) -> dict[str, Any]:
+    """A change set as plain data, without its empty parts."""
+    resources = [r.row() for r in changes.resources_added]
     entry = {
         "payloads": changes.payloads,
         "tasks": changes.tasks,
@@ -163,7 +182,29 @@ def _encode(changes: ChangeSet) -> bytes:
         "runs_deleted": changes.runs_deleted,
         "kv": changes.kv,
     }
-    return marshal.dumps({name: rows for name, rows in entry.items() if rows})
+    return {name: rows for name, rows in entry.items() if rows}
+
+
+def _encode(changes: ChangeSet) -> bytes:
+    return marshal.dumps(_entry(changes))
+
+
+def _kv(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[tuple[str, str, str]]:
+    stored: dict[tuple[str, str], str | None] = {(ns, key): value for ns, key, value in stored_rows}
+    stored.update(fold.kv)
+    return [(ns, key, value) for (ns, key), value in stored.items() if value is not None]
+
+
+def _runs(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[RunRecord]:
+    stored = {row[0]: row for row in stored_rows if row[0] not in fold.runs_deleted}
+    stored.update(fold.runs)
+    return [RunRecord.from_row(data) for _, _, data in stored.values()]
+
+
+def _resources(stored_rows: Iterable[tuple[Any, ...]], fold: _Fold) -> list[ResourcesRecord]:
+    stored = {row[0]: row for row in stored_rows if row[0] not in fold.resources_deleted}
+    stored.update(fold.resources)
+    return sorted((ResourcesRecord(*row) for row in stored.values()), key=lambda r: (r.tenant, r.version))
 
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
@@ -251,21 +292,13 @@ class SQLiteJournal(Journal):
         fold = _Fold()
         for (body,) in self._db.execute("SELECT body FROM log ORDER BY seq"):
             fold.add(body)
-        return list(self._tasks(fold)), self._resources(fold), self._runs(fold), self._kv(fold)
-
-    def _kv(self, fold: _Fold) -> list[tuple[str, str, str]]:
-        stored = {(ns, key): value for ns, key, value in self._db.execute("SELECT namespace, key, value FROM kv")}
-        stored.update(fold.kv)
-        return [(ns, key, value) for (ns, key), value in stored.items() if value is not None]
-
-    def _runs(self, fold: _Fold) -> list[RunRecord]:
-        stored = {
-            row[0]: row
-            for row in self._db.execute("SELECT id, tenant, data FROM runs")
-            if row[0] not in fold.runs_deleted
-        }
-        stored.update(fold.runs)
-        return [RunRecord.from_row(data) for _, _, data in stored.values()]
+        db = self._db
+        return (
+            list(self._tasks(fold)),
+            _resources(db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"), fold),
+            _runs(db.execute("SELECT id, tenant, data FROM runs"), fold),
+            _kv(db.execute("SELECT namespace, key, value FROM kv"), fold),
+        )
 
     def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:
         rows = self._db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks")
@@ -279,15 +312,6 @@ class SQLiteJournal(Journal):
             update = fold.updated.get(task_id)
             yield _record(row if update is None else _with_update(row, update))
         yield from map(_record, fold.created.values())  # created since the last checkpoint
-
-    def _resources(self, fold: _Fold) -> list[ResourcesRecord]:
-        stored = {
-            row[0]: row
-            for row in self._db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources")
-            if row[0] not in fold.resources_deleted
-        }
-        stored.update(fold.resources)
-        return sorted((ResourcesRecord(*row) for row in stored.values()), key=lambda r: (r.tenant, r.version))
 
     def close(self) -> None:
         self._db.close()

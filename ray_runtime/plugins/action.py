@@ -115,6 +115,10 @@ class Context:
             self._resources_loaded = True
         return self._resources
 
+    def load_resources(self) -> None:
+        """Fetch the resources now, outside any event loop: async actions read them without blocking their loop."""
+        _ = self.resources_update
+
 
 def _ray_gauge(name: str, tag_keys: tuple[str, ...]) -> Any:
     try:
@@ -316,6 +320,8 @@ class LoadedAction:
         if self.signature.streaming:
             return list(self.stream(params, ctx))
         validated = self.signature.validate(params)
+        if self.signature.is_async:
+            ctx.load_resources()
         result = self._call(**self.signature.arguments(validated, ctx))
         if self.signature.is_async:
             result = asyncio.run(result)
@@ -324,6 +330,8 @@ class LoadedAction:
     def stream(self, params: Any, ctx: Context) -> Iterator[Any]:
         """Validate (before the first chunk), then yield each chunk as JSON-compatible Python."""
         validated = self.signature.validate(params)
+        if self.signature.is_async:
+            ctx.load_resources()
         produced = self._call(**self.signature.arguments(validated, ctx))
         if not self.signature.streaming:
             yield self.signature.dump(asyncio.run(produced) if self.signature.is_async else produced)
@@ -341,6 +349,7 @@ class LoadedAction:
         validated = self.signature.validate(params)
         kwargs = self.signature.arguments(validated, ctx)
         if self.signature.is_async:
+            await asyncio.to_thread(ctx.load_resources)
             return self.signature.dump(await self._call(**kwargs))
         return self.signature.dump(await asyncio.to_thread(self._call, **kwargs))
 
@@ -352,6 +361,7 @@ class LoadedAction:
             yield await self.arun(validated, ctx)
             return
         if self.signature.is_async:
+            await asyncio.to_thread(ctx.load_resources)
             async for item in self._call(**kwargs):
                 yield self.signature.dump(item)
             return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import traceback
@@ -164,12 +163,10 @@ def _execute(loaded: LoadedAction, params: Any, ctx: Context) -> Any:
 
 
 def _connect(tenant: str | None) -> Any:
-    import ray
-
+    from ray_runtime._ray import init_ray
     from ray_runtime.coordinator import connect
 
-    if not ray.is_initialized():  # quietly: the job's log is the action's output, not Ray's connection notes
-        ray.init(log_to_driver=False, logging_level=logging.WARNING)
+    init_ray()  # the job's own cluster (Ray sets RAY_ADDRESS for a job's driver), quietly
     return connect(tenant=tenant)
 
 

@@ -20,10 +20,9 @@ import ray
 
 from ray_runtime._ray import dashboard_url
 from ray_runtime.errors import InvalidArgumentError, ResourcesNotFoundError, ServerError, TimeoutError
-from ray_runtime.plugins.manifest import ActionSpec, Plugin, resolve
-from ray_runtime.plugins.package import runtime_env
+from ray_runtime.plugins.manifest import Plugin, resolve
+from ray_runtime.plugins.prepare import PreparedAction, prepare
 from ray_runtime.plugins.serve import app_name, route_prefix
-from ray_runtime.plugins.upload import ensure_uploaded, package_for
 
 __all__ = [
     "ServeManager",
@@ -41,16 +40,15 @@ NAMESPACE = "ray_runtime"
 IMPORT_PATH = "ray_runtime.plugins.serve:build_app"
 
 
-def application_config(
-    plugin: Plugin, spec: ActionSpec, env: dict[str, Any], *, tenant: str | None, resources_id: str | None
-) -> dict[str, Any]:
+def application_config(prepared: PreparedAction, *, tenant: str | None, resources_id: str | None) -> dict[str, Any]:
     """The Serve application config of one serve-mode action (as ``serve deploy`` files hold)."""
+    plugin, spec = prepared.plugin, prepared.spec
     return {
         "name": app_name(plugin.name, spec.name),
         "route_prefix": route_prefix(plugin.name, spec.name),
         "import_path": IMPORT_PATH,
         "args": {"action": spec.name, "tenant": tenant},
-        "runtime_env": env,
+        "runtime_env": prepared.runtime_env,
         "deployments": [
             {
                 "name": spec.name,
@@ -153,12 +151,12 @@ def declarative_config(plugins: Iterable[Plugin], *, tenant: str | None = None) 
 
     The packages must be in the cluster first (``ray-runtime plugin upload``); the URIs change only when files do.
     """
-    applications = []
-    for plugin in sorted(plugins, key=lambda p: p.name):
-        env = runtime_env(plugin, package_for(plugin))
-        for spec in plugin.manifest.actions.values():
-            if "serve" in spec.modes:
-                applications.append(application_config(plugin, spec, env, tenant=tenant, resources_id=None))
+    applications = [
+        application_config(prepare(plugin, spec.name, "serve", upload=False), tenant=tenant, resources_id=None)
+        for plugin in sorted(plugins, key=lambda p: p.name)
+        for spec in plugin.manifest.actions.values()
+        if "serve" in spec.modes
+    ]
     return {"applications": applications}
 
 
@@ -200,16 +198,14 @@ def serve_plugin(
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     resolved = resolve(plugin)
-    specs = [resolved.action(name) for name in actions] if actions else list(resolved.manifest.actions.values())
-    specs = [spec for spec in specs if "serve" in spec.modes]
-    if not specs:
+    names = actions or [spec.name for spec in resolved.manifest.actions.values() if "serve" in spec.modes]
+    if not names:
         raise InvalidArgumentError("actions", f"plugin {resolved.name!r} has no serve-mode action to deploy")
     url = _dashboard_url(dashboard_url)
-    package = package_for(resolved)
-    ensure_uploaded(package, submission_client=ServeSubmissionClient(url))
-    env = runtime_env(resolved, package)
-    resources_id = _latest_resources(tenant) if any(spec.uses_resources for spec in specs) else None
-    configs = [application_config(resolved, spec, env, tenant=tenant, resources_id=resources_id) for spec in specs]
+    client = ServeSubmissionClient(url)
+    prepared = [prepare(resolved, name, "serve", submission_client=client) for name in names]
+    resources_id = _latest_resources(tenant) if any(p.spec.uses_resources for p in prepared) else None
+    configs = [application_config(p, tenant=tenant, resources_id=resources_id) for p in prepared]
     return ray.get(serve_manager(url).apply.remote(configs, []))
 
 

@@ -1,4 +1,4 @@
-"""Job mode from outside the cluster: pack a plugin, submit its action as a Ray job, follow it to the end.
+"""Job mode from outside the cluster: submit a plugin action as a Ray job, follow it to the end.
 
     submission_id = submit_job(plugin, "count", {"paths": [...]}, address="http://head:8265")
 
@@ -18,15 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import ray_runtime
-from ray_runtime.errors import InvalidArgumentError, PayloadTooLargeError
-from ray_runtime.plugins.manifest import Plugin, resolve
-from ray_runtime.plugins.package import runtime_env
-from ray_runtime.plugins.upload import ensure_uploaded, package_for
+from ray_runtime.errors import PayloadTooLargeError
+from ray_runtime.plugins.manifest import Plugin
+from ray_runtime.plugins.prepare import PreparedAction, prepare
 
-__all__ = ["TERMINAL_JOB_STATES", "cluster_runs_ray_runtime", "follow_logs", "job_client", "submit_job"]
+__all__ = [
+    "TERMINAL_JOB_STATES",
+    "cluster_runs_ray_runtime",
+    "follow_logs",
+    "job_client",
+    "submit_job",
+    "submit_prepared",
+]
 
 TERMINAL_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
-_MAX_INLINE_PARAMS = 64 * 1024
+MAX_INLINE_PARAMS = 64 * 1024
 
 
 @functools.cache
@@ -71,44 +77,57 @@ def submit_job(
 ) -> str:
     """Submit one plugin action as a Ray job; returns its submission id.
 
+    Parameters are validated here first when the plugin's code imports in this process (else the job validates
+    them and exits with code 2).
+
     Args:
         address: The Ray dashboard (``http://head:8265``).
         ship_ray_runtime: Send this ray_runtime in ``py_modules``; None decides by whether the cluster runs it.
 
     Raises:
         InvalidArgumentError: The action does not run in job mode.
-        ValidationError: ``params`` do not fit (when the plugin imports here; else the job exits with code 2).
+        ValidationError: ``params`` do not fit (when the plugin imports here).
         PackageError / PackageTooLargeError: The plugin folder cannot be packed.
     """
     from ray_runtime.plugins.task import local_action
 
-    resolved = resolve(plugin)
-    spec = resolved.action(action)
-    if "job" not in spec.modes:
-        raise InvalidArgumentError("action", f"{resolved.name}/{action} does not run in job mode")
-    local = local_action(resolved, spec)
-    if local is not None:
-        params = local.signature.validate(params).model_dump(mode="json")
-    encoded = params if isinstance(params, str) else json.dumps(params if params is not None else {})
-    if len(encoded) > _MAX_INLINE_PARAMS:
-        raise PayloadTooLargeError("params", len(encoded), _MAX_INLINE_PARAMS)
     client = job_client(address)
-    package = package_for(resolved)
-    ensure_uploaded(package, submission_client=client)
     if ship_ray_runtime is None:
         ship_ray_runtime = not cluster_runs_ray_runtime(address)
     py_modules = [str(Path(ray_runtime.__file__).parent)] if ship_ray_runtime else None
-    entrypoint = f"python -m ray_runtime run . {action} --params {shlex.quote(encoded)}"
+    prepared = prepare(plugin, action, "job", submission_client=client, py_modules=py_modules)
+    local = local_action(prepared)
+    if local is not None:
+        params = local.signature.validate(params).model_dump(mode="json")
+    return submit_prepared(
+        prepared, params, address=address, tenant=tenant, submission_id=submission_id, metadata=metadata
+    )
+
+
+def submit_prepared(
+    prepared: PreparedAction,
+    params: Any,
+    *,
+    address: str,
+    tenant: str | None = None,
+    submission_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> str:
+    """Submit a prepared job-mode action with these parameters; returns its submission id."""
+    encoded = params if isinstance(params, str) else json.dumps(params if params is not None else {})
+    if len(encoded) > MAX_INLINE_PARAMS:
+        raise PayloadTooLargeError("params", len(encoded), MAX_INLINE_PARAMS)
+    entrypoint = f"python -m ray_runtime run . {prepared.name} --params {shlex.quote(encoded)}"
     if tenant:
         entrypoint += f" --tenant {shlex.quote(tenant)}"
-    resources = spec.resources
-    return client.submit_job(
+    resources = prepared.spec.resources
+    return job_client(address).submit_job(
         entrypoint=entrypoint,
-        runtime_env=runtime_env(resolved, package, py_modules=py_modules),
+        runtime_env=prepared.runtime_env,
         submission_id=submission_id,
         metadata={
-            "ray_runtime.plugin": resolved.name,
-            "ray_runtime.action": action,
+            "ray_runtime.plugin": prepared.plugin.name,
+            "ray_runtime.action": prepared.name,
             "ray_runtime.tenant": tenant or "default",
             **(metadata or {}),
         },

@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from ray_runtime.errors import ActionFailedError, InvalidArgumentError, RayRuntimeError, ServerError, TimeoutError
+from ray_runtime.errors import ActionFailedError, RayRuntimeError, ServerError, TimeoutError
 from ray_runtime.models.resources import ResourcesUpdate
 from ray_runtime.plugins.action import Context, LoadedAction, Reporter
-from ray_runtime.plugins.manifest import ActionSpec, Plugin, resolve
-from ray_runtime.plugins.package import runtime_env
-from ray_runtime.plugins.upload import ensure_uploaded, package_for
+from ray_runtime.plugins.manifest import Plugin
+from ray_runtime.plugins.prepare import PreparedAction, prepare
 
 __all__ = ["arun", "local_action", "run"]
 
@@ -68,18 +68,18 @@ def _run_action(
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A run ready to submit: the validated parameters, the Ray options, and how to type the result."""
+class _Run:
+    """A run ready to submit: the prepared action, its validated parameters, and how to type the result."""
 
-    plugin: Plugin
-    spec: ActionSpec
+    prepared: PreparedAction
     params: Any
-    options: dict[str, Any]
     local: LoadedAction | None
 
     def submit(self, tenant: str | None, resources_id: str | None) -> Any:
-        return _run_action.options(**self.options).remote(
-            self.plugin.name, self.spec.name, self.spec.entrypoint, self.params, tenant, resources_id
+        spec = self.prepared.spec
+        options = {**spec.resources.ray_options(), "runtime_env": self.prepared.runtime_env}
+        return _run_action.options(**options).remote(
+            self.prepared.plugin.name, spec.name, spec.entrypoint, self.params, tenant, resources_id
         )
 
     def typed(self, result: Any) -> Any:
@@ -92,28 +92,30 @@ class _Prepared:
 
 @functools.cache
 def _importable(folder: Path, plugin: str, action: str, entrypoint: str) -> LoadedAction | None:
+    loaded = sys.modules.get(entrypoint.split(":", 1)[0])
+    where = getattr(loaded, "__file__", None)
+    if where is not None and not Path(where).resolve().is_relative_to(folder.resolve()):
+        return None  # another plugin's module of the same name is loaded here: let the task validate and type
     try:
         return LoadedAction.load(plugin, action, folder, entrypoint)
     except RayRuntimeError:
         return None  # not importable here (its requirements live in its runtime_env): the remote side validates
 
 
-def local_action(plugin: Plugin, spec: ActionSpec) -> LoadedAction | None:
-    """The action imported in this process, if its code imports here (cached); else None."""
-    return _importable(plugin.path, plugin.name, spec.name, spec.entrypoint)
+def local_action(prepared: PreparedAction) -> LoadedAction | None:
+    """The action imported in this driver process, if its code imports here (cached); else None.
+
+    Only for the user's own drivers and CLI: servers never import plugin code (see ``plugins.catalog``).
+    """
+    spec = prepared.spec
+    return _importable(prepared.plugin.path, prepared.plugin.name, spec.name, spec.entrypoint)
 
 
-def _prepare(plugin: Plugin | str | Path, action: str, params: Any) -> _Prepared:
-    resolved = resolve(plugin)
-    spec = resolved.action(action)
-    if "task" not in spec.modes:
-        raise InvalidArgumentError("action", f"{resolved.name}/{action} does not run in task mode")
-    local = local_action(resolved, spec)
+def _prepare(plugin: Plugin | str | Path, action: str, params: Any) -> _Run:
+    prepared = prepare(plugin, action, "task")
+    local = local_action(prepared)
     validated = local.signature.validate(params).model_dump(mode="json") if local is not None else params
-    package = package_for(resolved)
-    ensure_uploaded(package)
-    options = {**spec.resources.ray_options(), "runtime_env": runtime_env(resolved, package)}
-    return _Prepared(resolved, spec, validated, options, local)
+    return _Run(prepared, validated, local)
 
 
 def _failure(exc: Exception) -> Exception:

@@ -31,9 +31,8 @@ from ray_runtime.errors import (
 from ray_runtime.models.resources import ResourcesUpdate
 from ray_runtime.models.tasks import Lease
 from ray_runtime.plugins.action import Context, LoadedAction, Reporter
-from ray_runtime.plugins.manifest import Plugin, resolve
-from ray_runtime.plugins.package import runtime_env
-from ray_runtime.plugins.upload import ensure_uploaded, package_for
+from ray_runtime.plugins.manifest import Plugin
+from ray_runtime.plugins.prepare import prepare
 
 __all__ = ["QueueWorker", "WorkerPool", "WorkerStats", "spawn_workers"]
 
@@ -238,24 +237,20 @@ def spawn_workers(
     Workers are spread over the nodes that fit them, so losing a node loses only its share (its leases expire
     and those tasks go to the others).
     """
-    resolved = resolve(plugin)
-    spec = resolved.action(action)
-    if "worker" not in spec.modes:
-        raise InvalidArgumentError("action", f"{resolved.name}/{action} does not run in worker mode")
+    prepared = prepare(plugin, action, "worker")
+    spec = prepared.spec
     queue = queue or spec.queue
     if queue is None:
-        raise InvalidArgumentError("queue", f"{resolved.name}/{action} names no queue; pass queue=")
-    package = package_for(resolved)
-    ensure_uploaded(package)
+        raise InvalidArgumentError("queue", f"{prepared.plugin.name}/{action} names no queue; pass queue=")
     actor_class = ray.remote(_WorkerActor).options(
         **spec.resources.ray_options(),
-        runtime_env=runtime_env(resolved, package),
+        runtime_env=prepared.runtime_env,
         max_restarts=0,
         scheduling_strategy="SPREAD",
     )
-
     options = {"concurrency": concurrency, "lease_s": lease_s}
     actors = [
-        actor_class.remote(resolved.name, action, spec.entrypoint, queue, tenant, options) for _ in range(workers)
+        actor_class.remote(prepared.plugin.name, action, spec.entrypoint, queue, tenant, options)
+        for _ in range(workers)
     ]
     return WorkerPool(actors, [actor.run.remote(max_tasks) for actor in actors])

@@ -3,8 +3,6 @@ a tenant, others untouched), health and metrics."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 import ray
@@ -14,6 +12,8 @@ from ray_runtime.plugins.manifest import load
 from ray_runtime.plugins.package import build_package
 
 from ..conftest import PLUGINS
+from ..waiting import wait_until
+from .test_api_jobs import wait_terminal
 
 
 def test_nodes_are_listed_for_every_tenant_and_fetched_by_id(facade):
@@ -31,10 +31,8 @@ def test_nodes_are_listed_for_every_tenant_and_fetched_by_id(facade):
 def test_tasks_and_actors_are_scoped_to_the_tenants_jobs(facade):
     with facade.client("alpha-submit") as client:
         job = client.post("/api/v1/jobs", json={"plugin": "wordcount", "action": "count", "params": {}}).json()
-        deadline = time.monotonic() + 180
-        while (info := client.get(f"/api/v1/jobs/{job['submission_id']}").json())["status"] != "SUCCEEDED":
-            assert time.monotonic() < deadline and info["status"] != "FAILED", info
-            time.sleep(0.3)
+        info = wait_terminal(client, job["submission_id"])
+        assert info["status"] == "SUCCEEDED", info
         job_id = info["job_id"]
     with facade.client("alpha-read") as reader:
         tasks = reader.get("/api/v1/cluster/tasks", params={"limit": 1000}).json()["items"]
@@ -63,11 +61,12 @@ def bystander(serve_url):
 
 
 def wait_running(client: httpx.Client, name: str) -> dict:
-    deadline = time.monotonic() + 240
-    while (app := client.get(f"/api/v1/serve/applications/{name}").json()).get("status") != "RUNNING":
-        assert time.monotonic() < deadline and app.get("status") != "DEPLOY_FAILED", app
-        time.sleep(0.5)
-    return app
+    def running() -> dict | None:
+        app = client.get(f"/api/v1/serve/applications/{name}").json()
+        assert app.get("status") != "DEPLOY_FAILED", app
+        return app if app.get("status") == "RUNNING" else None
+
+    return wait_until(running, 240, interval_s=0.5, what=f"{name} to run")
 
 
 def test_deploy_one_plugin_and_one_import_path_app_leaving_others_alone(facade, serve_url, bystander):
@@ -107,10 +106,9 @@ def test_deploy_one_plugin_and_one_import_path_app_leaving_others_alone(facade, 
         assert alpha.put("/api/v1/serve/applications/x", json={"plugin": "textstats"}).status_code == 400
 
         assert alpha.delete("/api/v1/serve/applications/imported").status_code == 204
-        deadline = time.monotonic() + 120
-        while alpha.get("/api/v1/serve/applications/imported").status_code != 404:
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+        wait_until(
+            lambda: alpha.get("/api/v1/serve/applications/imported").status_code == 404, 120, what="the app to go"
+        )
         assert httpx.get(bystander, timeout=60).text == "untouched"
         assert httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, timeout=60).status_code == 200
 

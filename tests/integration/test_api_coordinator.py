@@ -4,11 +4,11 @@ legacy protocol at the root."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 
 from ..conftest import unique
+from ..waiting import wait_until
 
 
 def test_a_task_round_trip_with_the_combined_call(facade):
@@ -46,16 +46,22 @@ def test_a_task_round_trip_with_the_combined_call(facade):
 
 
 def test_long_poll_claim_and_wait_over_http(facade):
-    queue = unique("lp")
+    queue, worker = unique("lp"), unique("poller")
     with facade.client("alpha-submit") as client:
         got: list = []
         poller = threading.Thread(
             target=lambda: got.append(
-                client.post(f"/api/v1/queues/{queue}/claim", json={"worker_id": "p", "wait_s": 30})
+                client.post(f"/api/v1/queues/{queue}/claim", json={"worker_id": worker, "wait_s": 30})
             )
         )
         poller.start()
-        time.sleep(0.5)
+        wait_until(
+            lambda: any(w["worker_id"] == worker for w in client.get("/api/v1/workers").json()),
+            30,
+            interval_s=0.02,
+            what="the claim to reach the coordinator",
+        )
+        assert not got, "the claim answered before any task existed: it did not wait"
         task_id = client.post(f"/api/v1/queues/{queue}/tasks", json={"input": "x"}).json()["task_id"]
         poller.join(timeout=30)
         [lease] = got[0].json()

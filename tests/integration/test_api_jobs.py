@@ -4,6 +4,7 @@ that resume exactly at an offset (HTTP and WebSocket), and Ray's own job tools p
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import websockets.sync.client as ws_client
 
 from ..conftest import PLUGINS
+from ..waiting import wait_until
 
 RAY = str(Path(sys.executable).parent / "ray")
 CHATTY = (
@@ -25,15 +27,11 @@ CHATTY = (
 
 
 def wait_terminal(client: httpx.Client, submission_id: str, timeout_s: float = 180) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while (job := client.get(f"/api/v1/jobs/{submission_id}").json())["status"] not in (
-        "SUCCEEDED",
-        "FAILED",
-        "STOPPED",
-    ):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
-    return job
+    def ended() -> dict | None:
+        job = client.get(f"/api/v1/jobs/{submission_id}").json()
+        return job if job["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
+
+    return wait_until(ended, timeout_s, interval_s=0.2, what=f"job {submission_id} to end")
 
 
 def submit_raw(client: httpx.Client, entrypoint: str, **extra) -> str:
@@ -78,10 +76,11 @@ def test_a_stopped_plugin_job_ends_its_run_as_failed_with_the_reason(facade):
     with facade.client("alpha") as client:
         job = client.post("/api/v1/jobs", json={"plugin": "failing", "action": "slow", "params": {"seconds": 300}})
         submission_id = job.json()["submission_id"]
-        deadline = time.monotonic() + 120
-        while (client.get(f"/api/v1/jobs/{submission_id}").json().get("run") or {}).get("status") != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(
+            lambda: (client.get(f"/api/v1/jobs/{submission_id}").json().get("run") or {}).get("status") == "running",
+            120,
+            what="the run to start",
+        )
         assert client.post(f"/api/v1/jobs/{submission_id}/stop").status_code == 200
         done = wait_terminal(client, submission_id)
         assert done["status"] == "STOPPED"
@@ -259,9 +258,30 @@ def test_job_submission_client_works_against_the_facade(facade):
 
     client = JobSubmissionClient(facade.url, headers=facade.headers("alpha"))
     submission_id = client.submit_job(entrypoint="echo through the facade", metadata={"ray_runtime.tenant": "beta"})
-    deadline = time.monotonic() + 120
-    while client.get_job_status(submission_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(lambda: client.get_job_status(submission_id) in (JobStatus.SUCCEEDED, JobStatus.FAILED), 120)
     assert "through the facade" in client.get_job_logs(submission_id)
     assert client.get_job_info(submission_id).metadata["ray_runtime.tenant"] == "alpha"  # no tenant spoofing
+
+
+def test_plugins_with_same_named_modules_run_side_by_side_and_never_load_in_the_facade(facade):
+    with facade.client("alpha-submit") as client:
+        bad = client.post("/api/v1/jobs", json={"plugin": "twin_a", "action": "whoami", "params": {"tag": "x"}})
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["error"]["details"]["errors"][0]["field"] == "tag"
+        assert client.get("/api/v1/jobs", params={"plugin": "twin_a"}).json()["items"] == []  # nothing submitted
+        ids = {
+            who: client.post(
+                "/api/v1/jobs", json={"plugin": f"twin_{who}", "action": "whoami", "params": {"tag": tag}}
+            ).json()["submission_id"]
+            for tag, who in enumerate("ab")
+        }
+        for tag, who in enumerate("ab"):
+            job = wait_terminal(client, ids[who])
+            assert job["status"] == "SUCCEEDED", job
+            assert job["run"]["result"] == {"who": who, "tag": tag}
+        described = client.get("/api/v1/plugins/twin_b").json()
+        whoami = next(a for a in described["actions"] if a["name"] == "whoami")
+        assert whoami["params_schema"]["properties"]["tag"]["type"] == "integer" and whoami["streaming"] is False
+    importers = [line.split() for line in Path(os.environ["RR_TEST_IMPORT_LOG"]).read_text().splitlines()]
+    assert {plugin for _, plugin in importers} >= {"twin_a", "twin_b"}  # imported, in their own processes
+    assert str(facade.pid) not in {pid for pid, _ in importers}, "the façade imported plugin code"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 import websockets.sync.client as ws_client
 
 from ..conftest import PLUGINS
+from ..waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,7 @@ def test_the_serve_hosted_facade_serves_every_family_with_the_same_keys(served_f
         frames = [json.loads(message) for message in ws]
     assert frames[-1]["type"] == "end" and frames[-1]["status"] == "SUCCEEDED"
     assert "Hello, serve." in "".join(f["data"] for f in frames if f["type"] == "lines")
-    deadline = time.monotonic() + 30
-    while alpha.get(f"/api/v1/jobs/{job['submission_id']}").json()["run"] is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(lambda: alpha.get(f"/api/v1/jobs/{job['submission_id']}").json()["run"], 30, what="the run record")
     assert beta.get(f"/api/v1/jobs/{job['submission_id']}").status_code == 404
 
 

@@ -40,6 +40,7 @@ from ray_runtime.client import (
 from ray_runtime.models import LLM, PromptTemplate
 
 from ..conftest import FIXTURE_PLUGINS, unique
+from ..waiting import async_wait_until
 from .netkit import CuttingProxy, SilentServer, StatusServer
 
 CHATTY = (
@@ -158,21 +159,24 @@ async def test_serve_applications_with_both_clients(facade, serve_url):
         )
         assert [a.name for a in imported] == ["echo-imported"]
         for api, name in ((aio, "echo.say"), (sync, "echo-imported")):
-            deadline = time.monotonic() + 240
-            while (found := await api.get_application(name)).status != "RUNNING":
-                assert time.monotonic() < deadline and found.status != "DEPLOY_FAILED", found.message
 
-                time.sleep(0.5)
+            async def running(api=api, name=name) -> bool:
+                found = await api.get_application(name)
+                assert found.status != "DEPLOY_FAILED", found.message
+                return found.status == "RUNNING"
+
+            await async_wait_until(running, 240, interval_s=0.5, what=f"{name} to run")
         for path in ("/plugins/echo/say", "/echo-imported"):
             assert httpx.post(f"{serve_url}{path}", json={"text": "hi"}, timeout=60).json() == {"text": "hi"}
         assert {"echo.say", "echo-imported"} <= {a.name for a in await aio.list_applications()}
         await sync.delete_application("echo")
         await aio.delete_application("echo-imported")
         for name in ("echo.say", "echo-imported"):
-            deadline = time.monotonic() + 120
-            while name in {a.name for a in await sync.list_applications()}:
-                assert time.monotonic() < deadline
-                time.sleep(0.5)
+
+            async def gone(name=name) -> bool:
+                return name not in {a.name for a in await sync.list_applications()}
+
+            await async_wait_until(gone, 120, interval_s=0.5, what=f"{name} to be deleted")
         with pytest.raises(NotFoundError):
             await aio.get_application("echo-imported")
 

@@ -21,6 +21,8 @@ from ray_runtime.errors import (
 )
 from ray_runtime.models import LLM, Lease, PromptTemplate, Task, TaskStatus
 
+from ..waiting import wait_until
+
 
 class Order(BaseModel):
     sku: str
@@ -58,20 +60,24 @@ def test_complete_many_reports_each_outcome(coord):
 
 def test_long_poll_claim_returns_as_soon_as_a_task_arrives(coord):
     result: list[list[Lease]] = []
-    poller = threading.Thread(target=lambda: result.append(coord.claim("lp", "w", wait_s=30)))
-    started = time.monotonic()
+    returned_at: list[float] = []
+    poller = threading.Thread(
+        target=lambda: (result.append(coord.claim("lp", "w", wait_s=30)), returned_at.append(time.monotonic()))
+    )
     poller.start()
-    deadline = time.monotonic() + 30
-    while not coord.workers() and time.monotonic() < deadline:  # the poller has reached the coordinator
-        time.sleep(0.01)
+    wait_until(coord.workers, 30, interval_s=0.01, what="the claim to reach the coordinator")
+    assert not returned_at, "the claim returned before any task existed: it did not wait"
+    enqueued_at = time.monotonic()
     task_id = coord.enqueue("lp", "wake up")
     poller.join(timeout=30)
     assert [lease.task.id for lease in result[0]] == [task_id]
-    assert time.monotonic() - started < 20, "the long poll waited out its timeout instead of waking"
+    assert returned_at[0] - enqueued_at < 5, "the long poll waited out its timeout instead of waking"
 
 
 def test_long_poll_returns_empty_after_its_wait(coord):
-    assert coord.claim("empty", "w", wait_s=0.2) == []
+    started = time.monotonic()
+    assert coord.claim("empty", "w", wait_s=0.5) == []
+    assert time.monotonic() - started >= 0.5, "the claim returned before its wait was over"
 
 
 async def test_wait_wakes_on_completion_and_reports_pending_on_timeout(acoord):

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from ray_runtime.client import RuntimeClient
+from ray_runtime.client import AuthenticationError, RuntimeClient
 
 from ..conftest import ROOT
 
@@ -58,7 +58,7 @@ def test_up_status_use_down(local_env, ray_cluster):
     with RuntimeClient(state["api_url"], state["api_key"]) as client:  # the dev key is an admin key
         job = client.submit_plugin("hello", "greet", {"name": "up"})
         assert client.wait_job(job.submission_id, timeout_s=120, poll_s=0.2).run.result["message"] == "Hello, up."
-        with pytest.raises(Exception, match="API key is required"):
+        with pytest.raises(AuthenticationError, match="API key is required"):
             RuntimeClient(state["api_url"]).list_jobs()
     said = httpx.post(f"{state['serve_url']}/plugins/textstats/analyze", json={"text": "One. Two."}, timeout=60)
     assert said.json()["sentences"] == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import ray_runtime as rr
 from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
 
 from ..conftest import FIXTURE_PLUGINS, PLUGINS
+from ..waiting import wait_until
 
 TENANT = f"serve-{uuid.uuid4().hex[:8]}"
 TEXT = "Ray runs tasks. Plugins become endpoints! Do they stream? They do."
@@ -156,10 +156,11 @@ def test_new_resources_reach_running_replicas_without_a_restart(served, ray_clus
     v2 = served["coord"].resources.update(
         {"llm": rr.LLM(endpoint="http://llm", model="m2", sampling_parameters={"temperature": 0.1})}
     )
-    deadline = time.monotonic() + 60
-    while (reply := post(served, "/plugins/rollout/solve", problem).json())["resources_id"] != v2.resources_id:
-        assert time.monotonic() < deadline, f"replicas still use {reply['resources_id']}"
-        time.sleep(0.2)
+    reply = wait_until(
+        lambda: (r := post(served, "/plugins/rollout/solve", problem).json())["resources_id"] == v2.resources_id and r,
+        60,
+        what="the replicas to use the new resources",
+    )
     assert reply["model"] == "m2" and reply["temperature"] == 0.1 and reply["reward"] == 1.0
     assert replicas(ray_cluster["dashboard"], "rollout.solve") == before
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+import ray_runtime as rr
 import ray_runtime.plugins as plugins
 from ray_runtime.errors import ActionFailedError, ValidationError
 
 from ..conftest import FIXTURE_PLUGINS, PLUGINS
+from ..waiting import wait_until
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -24,11 +26,13 @@ def wait_for_job(dashboard: str, submission_id: str, timeout_s: float = 180) -> 
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(dashboard)
-    deadline = time.monotonic() + timeout_s
-    while (status := client.get_job_status(submission_id).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        assert time.monotonic() < deadline, f"job {submission_id} still {status}"
-        time.sleep(0.2)
-    return status
+    ended = ("SUCCEEDED", "FAILED", "STOPPED")
+    return wait_until(
+        lambda: (status := client.get_job_status(submission_id).value) in ended and status,
+        timeout_s,
+        interval_s=0.2,
+        what=f"job {submission_id} to end",
+    )
 
 
 def job_logs(dashboard: str, submission_id: str) -> str:
@@ -80,11 +84,32 @@ def test_a_failing_action_raises_action_failed_with_its_type_and_traceback(ray_c
 async def test_the_async_twin_runs_tasks_concurrently(ray_cluster):
     import asyncio
 
-    replies = await asyncio.gather(*(plugins.arun(PLUGINS / "hello", "greet", {"name": f"n{i}"}) for i in range(4)))
-    assert [r.message for r in replies] == [f"Hello, n{i}." for i in range(4)]
+    slow = FIXTURE_PLUGINS / "failing"
+    await plugins.arun(slow, "slow", {"seconds": 0})  # the runtime_env exists before the clock starts
+    started = time.monotonic()
+    replies = await asyncio.gather(*(plugins.arun(slow, "slow", {"seconds": 1.5}) for _ in range(4)))
+    elapsed = time.monotonic() - started
+    assert replies == [1.5] * 4
+    assert elapsed < 4.5, f"4 tasks of 1.5 s took {elapsed:.1f}s: they ran one after another"
+
+
+def test_an_async_action_reads_its_resources_in_task_mode(coord):
+    coord.resources.add({"prompt": rr.PromptTemplate(template="{q}"), "cfg": {"resource_type": "json", "value": 1}})
+    assert plugins.run(FIXTURE_PLUGINS / "twin_a", "resources_async", tenant=coord.tenant) == ["cfg", "prompt"]
 
 
 # ------------------------------------------------------------------------------------------------- job
+
+
+def test_an_async_action_reads_its_resources_in_job_mode(ray_cluster, coord):
+    coord.resources.add({"cfg": {"resource_type": "json", "value": 1}})
+    submission_id = plugins.submit_job(
+        FIXTURE_PLUGINS / "twin_b", "resources_async", {}, address=ray_cluster["dashboard"], tenant=coord.tenant
+    )
+    assert wait_for_job(ray_cluster["dashboard"], submission_id) == "SUCCEEDED", job_logs(
+        ray_cluster["dashboard"], submission_id
+    )
+    assert coord.runs.get(submission_id).result == ["cfg"]
 
 
 def test_stock_ray_job_submit_runs_an_action_and_records_the_typed_result(ray_cluster, session_coordinator, tmp_path):

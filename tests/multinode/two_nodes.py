@@ -14,18 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root holds `tests`
+from tests.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 FAILING = ROOT / "tests" / "fixtures" / "plugins" / "failing"
 HELLO = ROOT / "plugins" / "hello"
-
-
-def wait_for(what: str, check, timeout_s: float = 120.0, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        time.sleep(every_s)
-    return value
 
 
 def main() -> dict:
@@ -83,10 +77,17 @@ def main() -> dict:
             for where in ("head", "worker_node")
         }
         for submission_id in placed.values():
-            wait_for("placed jobs", lambda s=submission_id: jobs.get_job_status(s) == JobStatus.SUCCEEDED)
+            wait_until(
+                lambda s=submission_id: jobs.get_job_status(s) == JobStatus.SUCCEEDED,
+                120,
+                interval_s=0.2,
+                what="placed jobs",
+            )
         report["job_nodes"] = sorted(name[jobs.get_job_info(s).driver_node_id] for s in placed.values())
         doomed_job = jobs.submit_job(entrypoint="sleep 600", entrypoint_resources={"worker_node": 1})
-        wait_for("the long job", lambda: jobs.get_job_status(doomed_job) == JobStatus.RUNNING)
+        wait_until(
+            lambda: jobs.get_job_status(doomed_job) == JobStatus.RUNNING, 120, interval_s=0.2, what="the long job"
+        )
 
         # a plugin action on Serve with a replica on each node
         serve_port = free_port()
@@ -114,7 +115,7 @@ def main() -> dict:
             tasks = [coord.get(task_id) for task_id in long]
             return tasks if all(task.status == "leased" for task in tasks) else None
 
-        leased = wait_for("four leases", all_leased)
+        leased = wait_until(all_leased, 120, interval_s=0.2, what="four leases")
 
         on_worker = [t.id for t in leased if nodes_of[t.worker_id] == worker_id]
         report["leased_on_worker_node"] = len(on_worker)
@@ -131,7 +132,9 @@ def main() -> dict:
         ]
         report["requeued_after_s"] = round(time.monotonic() - killed_at, 1)
 
-        failed = wait_for("the job's failure", lambda: jobs.get_job_status(doomed_job) == JobStatus.FAILED)
+        failed = wait_until(
+            lambda: jobs.get_job_status(doomed_job) == JobStatus.FAILED, 120, interval_s=0.2, what="the job's failure"
+        )
         report["job_after_kill"] = {"status": str(jobs.get_job_status(doomed_job).value), "failed": failed}
         report["job_failure_reason"] = jobs.get_job_info(doomed_job).message
         report["served_after"] = httpx.post(url, json={"name": "one node"}, timeout=30).json()["message"]

@@ -1,5 +1,6 @@
-"""The SQLite journal: change sets survive a restart whether or not a checkpoint folded them, and replay
-restores queues, leases and resources."""
+"""The journal contract, one suite over every backend: ``load`` returns everything written (rule 3), replay
+restores queues, leases, resources, runs and the system store; durable backends keep it across a reopen whether or
+not a checkpoint folded the log."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from ray_runtime.coordinator.journal import SQLiteJournal
+from ray_runtime.coordinator.journal import MemoryJournal, SQLiteJournal
 from ray_runtime.coordinator.state import ChangeSet, CoordinatorState
 from ray_runtime.models import TaskStatus
 
@@ -17,11 +18,28 @@ from .conftest import new_task
 T = "acme"
 
 
-@pytest.fixture
-def journal(tmp_path):
-    journal = SQLiteJournal(tmp_path / "j.sqlite3")
+BACKENDS = {"sqlite": lambda path: SQLiteJournal(path / "j.sqlite3"), "memory": lambda path: MemoryJournal()}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def journal(request, tmp_path):
+    """Each backend in turn: the contract holds for all of them."""
+    journal = BACKENDS[request.param](tmp_path)
     yield journal
     journal.close()
+
+
+@pytest.fixture(params=["sqlite"])
+def durable_journal(request, tmp_path):
+    """The backends that promise durability (see test_backends_declare_what_they_promise)."""
+    journal = BACKENDS[request.param](tmp_path)
+    yield journal
+    journal.close()
+
+
+def test_backends_declare_what_they_promise(tmp_path):
+    durable = {name for name, make in BACKENDS.items() if make(tmp_path).capabilities["durable"]}
+    assert durable == {"sqlite"}  # the durable_journal fixture covers exactly these
 
 
 def fold(journal: SQLiteJournal, policy: str) -> None:
@@ -33,11 +51,15 @@ def fold(journal: SQLiteJournal, policy: str) -> None:
 
 
 def restart(journal, limits, clock) -> CoordinatorState:
-    journal.close()
-    reopened = SQLiteJournal(journal.path)
+    """A new state replayed from the journal: reopened from disk when durable, else loaded from the same one."""
+    source = journal
+    if journal.capabilities["durable"]:
+        journal.close()
+        source = SQLiteJournal(journal.path)
     state = CoordinatorState(limits, clock=clock)
-    state.load(*reopened.load())
-    reopened.close()
+    state.load(*source.load())
+    if source is not journal:
+        source.close()
     return state
 
 
@@ -77,7 +99,21 @@ def test_replay_restores_everything_whether_or_not_the_log_was_folded(journal, s
     assert replayed.tasks.complete(T, expected["attempt_id"], '"ok"').status is TaskStatus.SUCCEEDED
 
 
-def test_checkpoint_writes_each_task_once_and_empties_the_log(journal, state):
+def test_load_returns_runs_and_system_records_written(journal, state, limits, clock):
+    state.runs.start(T, "raysubmit_1", "p", "a", "{}")
+    state.runs.finish(T, "raysubmit_1", result='"done"')
+    state.kv.put("keys", "k1", '{"scope": "admin"}')
+    state.kv.put("keys", "k2", "1")
+    journal.write(state.take_changes())
+    state.kv.delete("keys", "k2")
+    journal.write(state.take_changes())
+    replayed = restart(journal, limits, clock)
+    assert replayed.runs.get(T, "raysubmit_1").result == '"done"'
+    assert replayed.kv.list("keys") == [("k1", '{"scope": "admin"}')]
+
+
+def test_checkpoint_writes_each_task_once_and_empties_the_log(durable_journal, state):
+    journal = durable_journal
     ids = state.tasks.enqueue(T, "q", [new_task(i) for i in range(3)])
     journal.write(state.take_changes())
     leases = state.tasks.claim(T, "q", "w", max_tasks=3)
@@ -127,7 +163,8 @@ def test_new_attempt_ids_after_replay_do_not_collide(journal, state, limits, clo
     assert replayed.tasks.claim(T, "q", "w")[0].attempt_id != first
 
 
-def test_a_failed_checkpoint_changes_nothing(journal, state, limits, clock):
+def test_a_failed_checkpoint_changes_nothing(durable_journal, state, limits, clock):
+    journal = durable_journal
     state.tasks.enqueue(T, "q", [new_task(1)])
     good = state.take_changes()
     journal.write(good)

@@ -62,12 +62,12 @@ async def _list(services: Services, kind: Kind, filters: list[tuple[str, str, st
 
     options = ListApiOptions(limit=limit, filters=filters, detail=detail, timeout=30)
     params = StateApiClient._make_param(options)
-    reply = await services.dashboard_json("GET", f"/api/v0/{kind.value}", params=params)
+    reply = await services.dashboard.json("GET", f"/api/v0/{kind.value}", params=params)
     return reply["data"]["result"]
 
 
 async def _tenant_job_ids(services: Services, caller: Caller) -> set[str]:
-    jobs = await services.all_jobs()
+    jobs = await services.dashboard.all_jobs()
     return {
         job["job_id"]
         for job in jobs

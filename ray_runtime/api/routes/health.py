@@ -35,7 +35,7 @@ async def ready(services: ServicesDep) -> JSONResponse:
     checks = dict(
         await asyncio.gather(
             _check("ray_gcs", asyncio.to_thread(ray.cluster_resources)),
-            _check("dashboard", services.dashboard_json("GET", "/api/version")),
+            _check("dashboard", services.dashboard.json("GET", "/api/version")),
             _check("coordinator", services.coordinator.info()),
         )
     )

@@ -57,31 +57,27 @@ def job_info(details: dict[str, Any], run: Any = None) -> JobInfo:
     )
 
 
-async def _run_of(services: Services, caller: Caller, submission_id: str) -> Any:
-    """The run recorded under this job's id (plugin jobs record one, however they were submitted), or None."""
-    return await services.run_of(services.coordinator_for(caller), caller.tenant, submission_id)
-
-
 async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) -> str:
-    from ray_runtime.plugins.manifest import PluginRegistry
-    from ray_runtime.plugins.submit import job_client, submit_job
+    from ray_runtime.plugins.prepare import prepare
+    from ray_runtime.plugins.submit import job_client, submit_prepared
 
     metadata = scoped_metadata(caller, body.metadata)
     try:
         if body.plugin is not None:
-            plugin = PluginRegistry(services.settings.plugins_dir).get(body.plugin)
+            plugin = services.catalog.get(body.plugin)
+            prepared = await asyncio.to_thread(prepare, plugin, body.action, "job")
+            params = await services.catalog.validate(prepared, body.params)  # in the plugin's env, not here
             return await asyncio.to_thread(
-                submit_job,
-                plugin,
-                body.action,
-                body.params,
-                address=services.dashboard_url,
+                submit_prepared,
+                prepared,
+                params,
+                address=services.dashboard.url,
                 tenant=caller.tenant,
                 submission_id=body.submission_id,
                 metadata=metadata,
             )
         return await asyncio.to_thread(
-            job_client(services.dashboard_url).submit_job,
+            job_client(services.dashboard.url).submit_job,
             entrypoint=body.entrypoint,
             runtime_env=body.runtime_env,
             submission_id=body.submission_id,
@@ -103,8 +99,8 @@ async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) ->
 async def submit(body: JobSubmitRequest, caller: Submitter, services: ServicesDep) -> JobInfo:
     """Submit a plugin action (packed, uploaded, run in its runtime_env) or a raw entrypoint."""
     submission_id = await _submit(services, caller, body)
-    services.jobs_changed()
-    return job_info(await services.job_details(submission_id))
+    services.dashboard.jobs_changed()
+    return job_info(await services.dashboard.job_details(submission_id))
 
 
 def _encode_cursor(job: dict[str, Any]) -> str:
@@ -154,7 +150,7 @@ async def list_jobs(
 async def get_job(submission_id: SubmissionId, caller: Reader, services: ServicesDep) -> JobInfo:
     """Ray's status and, for plugin jobs, the run's progress and typed result from the coordinator."""
     details, run = await asyncio.gather(
-        owned_job(services, caller, submission_id), _run_of(services, caller, submission_id)
+        owned_job(services, caller, submission_id), services.run_of(caller, submission_id)
     )
     return job_info(details, await _settled(services, caller, details, run))
 
@@ -183,9 +179,9 @@ async def _settled(services: Services, caller: Caller, details: dict[str, Any], 
 @router.post("/{submission_id}/stop")
 async def stop_job(submission_id: SubmissionId, caller: Submitter, services: ServicesDep) -> JobInfo:
     await owned_job(services, caller, submission_id)
-    await services.dashboard_json("POST", f"/api/jobs/{submission_id}/stop")
-    services.jobs_changed(submission_id)
-    return job_info(await services.job_details(submission_id, fresh=True))
+    await services.dashboard.json("POST", f"/api/jobs/{submission_id}/stop")
+    services.dashboard.jobs_changed(submission_id)
+    return job_info(await services.dashboard.job_details(submission_id, fresh=True))
 
 
 @router.delete("/{submission_id}", status_code=204)
@@ -194,8 +190,8 @@ async def delete_job(submission_id: SubmissionId, caller: Submitter, services: S
     details = await owned_job(services, caller, submission_id)
     if not JobStatus(details["status"]).terminal:
         raise ConflictError(f"job {submission_id!r} is {details['status']}; stop it before deleting it")
-    await services.dashboard_json("DELETE", f"/api/jobs/{submission_id}")
-    services.jobs_changed(submission_id)
+    await services.dashboard.json("DELETE", f"/api/jobs/{submission_id}")
+    services.dashboard.jobs_changed(submission_id)
     return Response(status_code=204)
 
 
@@ -264,7 +260,7 @@ async def websocket_logs(
     """The same frames as the HTTP stream, one JSON message each; the socket closes after ``end``/``limit``."""
     services: Services = websocket.app.state.services
     try:
-        caller = await services.authenticate(websocket.headers)
+        caller = await services.auth.authenticate(websocket.headers)
         await owned_job(services, caller, submission_id)
     except RayRuntimeError as exc:
         await websocket.accept()

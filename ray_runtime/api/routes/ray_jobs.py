@@ -26,7 +26,7 @@ PackageName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,200}\.zip$", descr
 
 async def _forward(services: Services, method: str, path: str, **kwargs: Any) -> Response:
     """Send the request on to the dashboard and hand its answer back as it is."""
-    status, body, media = await services.dashboard_request(method, path, **kwargs)
+    status, body, media = await services.dashboard.request(method, path, **kwargs)
     return Response(content=body, status_code=status, media_type=media)
 
 
@@ -65,7 +65,7 @@ async def submit(request: Request, caller: Submitter, services: ServicesDep) -> 
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     body["metadata"] = scoped_metadata(caller, body.get("metadata"))
-    services.jobs_changed()
+    services.dashboard.jobs_changed()
     return await _forward(services, "POST", "/api/jobs/", json=body)
 
 
@@ -77,14 +77,14 @@ async def get_job(job_id: SubmissionId, caller: Reader, services: ServicesDep) -
 @router.delete("/jobs/{job_id}")
 async def delete_job(job_id: SubmissionId, caller: Submitter, services: ServicesDep) -> Response:
     await owned_job(services, caller, job_id)
-    services.jobs_changed(job_id)
+    services.dashboard.jobs_changed(job_id)
     return await _forward(services, "DELETE", f"/api/jobs/{job_id}")
 
 
 @router.post("/jobs/{job_id}/stop")
 async def stop_job(job_id: SubmissionId, caller: Submitter, services: ServicesDep) -> Response:
     await owned_job(services, caller, job_id)
-    services.jobs_changed(job_id)
+    services.dashboard.jobs_changed(job_id)
     return await _forward(services, "POST", f"/api/jobs/{job_id}/stop")
 
 
@@ -99,7 +99,7 @@ async def tail(websocket: WebSocket, job_id: str) -> None:
     """Ray's log tail (text messages until the job ends), served from the façade's fast log follower."""
     services: Services = websocket.app.state.services
     try:
-        caller = await services.authenticate(websocket.headers)
+        caller = await services.auth.authenticate(websocket.headers)
         submission_id = (await owned_job(services, caller, job_id))["submission_id"]
     except RayRuntimeError as exc:
         await websocket.close(code=1008, reason=exc.code)

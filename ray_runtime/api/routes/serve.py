@@ -24,7 +24,7 @@ OWNERS = "serve_owners"
 
 
 async def _details(services: Services) -> dict[str, Any]:
-    return (await services.dashboard_json("GET", "/api/serve/applications/")).get("applications") or {}
+    return (await services.dashboard.json("GET", "/api/serve/applications/")).get("applications") or {}
 
 
 def _model(name: str, app: dict[str, Any] | None, tenant: str) -> ServeApplication:
@@ -92,7 +92,7 @@ async def deploy(
         actions = body.actions or [s.name for s in plugin.manifest.actions.values() if "serve" in s.modes]
         await _claim_names(services, caller, [app_name(plugin.name, action) for action in actions])
         names = await asyncio.to_thread(
-            serve_plugin, plugin, tenant=caller.tenant, actions=actions, dashboard_url=services.dashboard_url
+            serve_plugin, plugin, tenant=caller.tenant, actions=actions, dashboard_url=services.dashboard.url
         )
     else:
         config = {"name": name, "import_path": body.import_path}
@@ -102,7 +102,7 @@ async def deploy(
             if v is not None
         }
         await _claim_names(services, caller, [name])
-        names = await serve_manager(services.dashboard_url).apply.remote([config], [])
+        names = await serve_manager(services.dashboard.url).apply.remote([config], [])
     details = await _details(services)
     return [_model(n, details.get(n), caller.tenant) for n in names]
 
@@ -119,7 +119,7 @@ async def delete(name: ItemId, caller: Admin, services: ServicesDep) -> Response
     ]
     if not names:
         raise NotFoundError(f"no Serve application {name!r}")
-    await serve_manager(services.dashboard_url).apply.remote([], names)
+    await serve_manager(services.dashboard.url).apply.remote([], names)
     for n in names:
         await services.coordinator.kv.delete(OWNERS, n)
     return Response(status_code=204)

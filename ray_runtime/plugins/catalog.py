@@ -1,0 +1,129 @@
+"""What installed plugins offer, learned without importing their code in this process.
+
+A server (the façade) must not import plugin code: two plugins with a module of the same name would collide in its
+``sys.modules``, and a plugin's import-time side effects would run inside it. So each plugin is described and its
+parameters validated by a Ray task in the plugin's own runtime_env (its package as working_dir), on a worker process
+that keeps the imported code warm. Descriptions are cached per package checksum: a changed file is a new package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+from typing import Any
+
+import ray
+from cachetools import LRUCache
+
+from ray_runtime.errors import RayRuntimeError, ServerError
+from ray_runtime.models.plugins import ActionInfo, PluginInfo
+from ray_runtime.plugins.action import LoadedAction
+from ray_runtime.plugins.manifest import Plugin, PluginRegistry
+from ray_runtime.plugins.prepare import PreparedAction, prepare
+
+__all__ = ["PluginCatalog", "plugin_info"]
+
+
+@functools.cache
+def _loaded(plugin: str, action: str, entrypoint: str) -> LoadedAction:
+    """The action imported once per worker process (its cwd is the plugin's working_dir)."""
+    return LoadedAction.load(plugin, action, Path.cwd(), entrypoint)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _describe(plugin: str, entrypoints: dict[str, str]) -> dict[str, dict[str, Any]]:
+    described: dict[str, dict[str, Any]] = {}
+    for action, entrypoint in entrypoints.items():
+        try:
+            signature = _loaded(plugin, action, entrypoint).signature
+            result = signature.result_adapter.json_schema() if signature.result_adapter is not None else None
+            described[action] = {
+                "streaming": signature.streaming,
+                "params_schema": signature.params_schema(),
+                "result_schema": result,
+            }
+        except Exception as exc:  # one broken action does not hide the others
+            described[action] = {"problem": f"{type(exc).__name__}: {exc}"[:1000]}
+    return described
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _validate(plugin: str, action: str, entrypoint: str, params: Any) -> Any:
+    return _loaded(plugin, action, entrypoint).signature.validate(params).model_dump(mode="json")
+
+
+def plugin_info(plugin: Plugin, described: dict[str, dict[str, Any]] | None = None) -> PluginInfo:
+    """A plugin as its manifest says, with what describing its code found (if it was described)."""
+    manifest = plugin.manifest
+    actions = [
+        ActionInfo(
+            name=spec.name,
+            description=spec.description,
+            modes=list(spec.modes),
+            queue=spec.queue if "worker" in spec.modes else None,
+            **(described or {}).get(spec.name, {}),
+        )
+        for spec in manifest.actions.values()
+    ]
+    return PluginInfo(
+        name=manifest.name,
+        version=manifest.version,
+        description=manifest.description,
+        tags=list(manifest.tags),
+        actions=actions,
+    )
+
+
+class PluginCatalog:
+    """The plugins installed in one folder, as a server sees them: by manifest, and described by Ray tasks.
+
+    Args:
+        root: The folder holding one folder per plugin (rescanned on every call, so installs show at once).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._described: LRUCache[str, dict[str, dict[str, Any]]] = LRUCache(maxsize=256)
+
+    def registry(self) -> PluginRegistry:
+        return PluginRegistry(self.root)
+
+    def get(self, name: str) -> Plugin:
+        """An installed plugin by name (``PluginNotFoundError`` names the ones there are)."""
+        return self.registry().get(name)
+
+    def list(self) -> list[PluginInfo]:
+        """Every installed plugin, from the manifests alone (fast: no code runs)."""
+        return [plugin_info(plugin) for plugin in self.registry()]
+
+    async def describe(self, name: str) -> PluginInfo:
+        """One plugin with the parameter and result schemas of each action, read in its own runtime_env."""
+        plugin = self.get(name)
+        prepared = await asyncio.to_thread(prepare, plugin, next(iter(plugin.manifest.actions)), None)
+        described = self._described.get(prepared.package.sha256)
+        if described is None:
+            entrypoints = {spec.name: spec.entrypoint for spec in plugin.manifest.actions.values()}
+            ref = _describe.options(runtime_env=prepared.runtime_env).remote(plugin.name, entrypoints)
+            described = self._described[prepared.package.sha256] = await ref
+        return plugin_info(plugin, described)
+
+    async def validate(self, prepared: PreparedAction, params: Any) -> Any:
+        """The action's parameters as its own code validates them (JSON-ready), or its ``ValidationError``."""
+        spec = prepared.spec
+        ref = _validate.options(runtime_env=prepared.runtime_env).remote(
+            prepared.plugin.name, spec.name, spec.entrypoint, params
+        )
+        try:
+            return await ref
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, RayRuntimeError):
+                raise exc.cause from None
+            raise ServerError(
+                f"validating the parameters of {prepared.plugin.name}/{spec.name} failed: {exc.cause}"
+            ) from None
+        except ray.exceptions.RayError as exc:
+            raise ServerError(
+                f"could not start {prepared.plugin.name}'s runtime_env to validate parameters ({type(exc).__name__}); "
+                "check the plugin's requirements"
+            ) from exc
