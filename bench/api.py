@@ -30,9 +30,9 @@ from rich.table import Table
 
 import ray_runtime as rr
 from ray_runtime._net import free_port
-from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
 from ray_runtime.api.dashboard import ray_auth_headers
 from ray_runtime.client import RuntimeClient
+from ray_runtime.keys import KEYS_NAMESPACE, new_key
 from ray_runtime.models.api import Scope
 
 console = Console()

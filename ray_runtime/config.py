@@ -7,7 +7,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CoordinatorSettings", "Settings"]
+__all__ = ["BOUND_TENANT_ENV", "CoordinatorSettings", "Settings"]
+
+BOUND_TENANT_ENV = "RAY_RUNTIME_BOUND_TENANT"
+"""Set in the runtime_env of code ray_runtime starts for a tenant (plugin jobs, workers, Serve apps, session hosts):
+its coordinator handle then acts for that tenant only. A guard against mistakes, not a security boundary."""
 
 
 class CoordinatorSettings(BaseSettings):

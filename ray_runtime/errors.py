@@ -160,10 +160,17 @@ class ValidationError(BadRequestError):
     http_status = 422
 
     @classmethod
-    def from_pydantic(cls, what: str, exc: Any) -> ValidationError:
-        """Name every bad field of a pydantic ``ValidationError`` (``exc``) found while checking ``what``."""
+    def from_pydantic(cls, what: str, exc: Any, *, tags: frozenset[str] = frozenset()) -> ValidationError:
+        """Name every bad field of a pydantic ``ValidationError`` (``exc``) found while checking ``what``.
+
+        ``tags`` are the tags of a discriminated union, which pydantic puts in the path after the position
+        (``llm.llm.endpoint``): they are left out (``llm.endpoint``).
+        """
         errors = [
-            {"field": ".".join(str(part) for part in e["loc"]) or what, "problem": e["msg"]}
+            {
+                "field": ".".join(str(p) for i, p in enumerate(e["loc"]) if not (i and p in tags)) or what,
+                "problem": e["msg"],
+            }
             for e in exc.errors(include_url=False, include_input=False)
         ]
         listing = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)

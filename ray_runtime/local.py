@@ -264,6 +264,7 @@ def _start_ray(
         f"--port={ports['ray']}",
         "--include-dashboard=true",
         f"--dashboard-host={options.host}",
+        f"--node-ip-address={_node_ip(options.host)}",
         f"--dashboard-port={ports['dashboard']}",
         f"--temp-dir={directory / 'ray'}",
         "--disable-usage-stats",
@@ -282,6 +283,11 @@ def _start_ray(
     return subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
+
+
+def _node_ip(host: str) -> str:
+    """The node address Ray advertises: loopback, like everything else ``up`` starts."""
+    return "127.0.0.1" if host == "localhost" else host
 
 
 def _start_in_cluster(
@@ -316,8 +322,9 @@ def _start_in_cluster(
 
 
 def _dev_key(directory: Path, coordinator: Coordinator) -> str:
-    """The admin key of tenant ``default``: the one from the last ``up`` while it is still valid, else a new one."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, new_key, parse_key
+    """The dev key: an admin of tenant ``default`` and a cluster admin who may run code (this machine's operator
+    runs it); the one from the last ``up`` while it is still valid, else a new one."""
+    from ray_runtime.keys import KEYS_NAMESPACE, new_key, parse_key
     from ray_runtime.models.api import Scope
 
     path = directory / KEY_FILE
@@ -325,10 +332,10 @@ def _dev_key(directory: Path, coordinator: Coordinator) -> str:
     parsed = parse_key(kept)
     if parsed is not None:
         record = coordinator.kv.get(KEYS_NAMESPACE, parsed[0])
-        if record is not None and record.get("revoked_at") is None:
+        if record is not None and record.get("revoked_at") is None and record.get("cluster_admin"):
             return kept
 
-    key, record = new_key("default", Scope.ADMIN, "ray-runtime up (dev)")
+    key, record = new_key("default", Scope.ADMIN, "ray-runtime up (dev)", cluster_admin=True, run_code=True)
     coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
     path.write_text(key + "\n")
     path.chmod(0o600)

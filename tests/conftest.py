@@ -98,18 +98,19 @@ def acoord(coord):
 
 @pytest.fixture(scope="session")
 def api_keys(session_coordinator) -> dict[str, str]:
-    """Keys for two tenants: alpha (admin, submit, read) and beta (admin)."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, new_key
+    """Keys for two tenants, alpha (admin who may run code, submit, read) and beta (admin), and a cluster admin."""
+    from ray_runtime.keys import KEYS_NAMESPACE, new_key
     from ray_runtime.models.api import Scope
 
     keys = {}
-    for name, tenant, scope in (
-        ("alpha", "alpha", Scope.ADMIN),
-        ("alpha-submit", "alpha", Scope.SUBMIT),
-        ("alpha-read", "alpha", Scope.READ),
-        ("beta", "beta", Scope.ADMIN),
+    for name, tenant, scope, grants in (
+        ("alpha", "alpha", Scope.ADMIN, {"run_code": True}),
+        ("alpha-submit", "alpha", Scope.SUBMIT, {}),
+        ("alpha-read", "alpha", Scope.READ, {}),
+        ("beta", "beta", Scope.ADMIN, {}),
+        ("root", "ops", Scope.ADMIN, {"cluster_admin": True, "run_code": True}),
     ):
-        key, record = new_key(tenant, scope, name)
+        key, record = new_key(tenant, scope, name, **grants)
         session_coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
         keys[name] = key
     return keys

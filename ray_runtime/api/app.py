@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,23 +15,48 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_runtime._version import __version__
-from ray_runtime.api.routes import cluster, health, jobs, keys, legacy, plugins, queues, ray_jobs, resources, serve
+from ray_runtime.api.middleware import Guard
+from ray_runtime.api.routes import (
+    cluster,
+    health,
+    jobs,
+    keys,
+    legacy,
+    plugins,
+    queues,
+    ray_jobs,
+    resources,
+    serve,
+    tenants,
+)
 from ray_runtime.api.services import Services
 from ray_runtime.api.settings import ApiSettings
 from ray_runtime.errors import (
+    AuthenticationError,
     BadRequestError,
-    InternalError,
     NotFoundError,
-    PayloadTooLargeError,
+    RateLimitError,
     RayRuntimeError,
     ValidationError,
 )
+from ray_runtime.models.api import ErrorBody
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("ray_runtime.api")
-_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PACKAGE_LIMIT = 110 * 2**20  # Ray's packages may be up to 100 MiB
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad input: the message names the field."),
+        (401, "No API key, or an unknown or revoked one."),
+        (403, "The key's scope or grants do not allow this."),
+        (404, "No such object, or another tenant's: the two are indistinguishable."),
+        (409, "Conflicts with the object's state, or a name another owner holds."),
+        (413, "A body or payload over its cap."),
+        (422, "Validation failed: every bad field is listed in details.errors."),
+        (429, "A limit of the tenant was reached; Retry-After says when to try again."),
+    )
+}
 
 
 class Metrics:
@@ -49,71 +74,13 @@ class Metrics:
         self.tasks = Gauge("ray_runtime_tasks", "Coordinator tasks by status.", ["status"], registry=self.registry)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Observe:
-    """ASGI middleware: body size cap, request metrics, and the audit log of mutating calls."""
-
-    def __init__(self, app: Any, services: Services, metrics: Metrics, max_body: int) -> None:
-        self.app, self.services, self.metrics, self.max_body = app, services, metrics, max_body
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = _PACKAGE_LIMIT if scope["path"].startswith("/api/packages/") else self.max_body
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, int(declared), limit)
-            return
-        received, status, started = 0, [500], time.perf_counter()
-
-        async def counted_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _BodyTooLarge
-            return message
-
-        async def observed_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, observed_send)
-        except _BodyTooLarge:
-            await _too_large(send, received, limit)
-            status[0] = 413
-        finally:
-            self._observe(scope, status[0], time.perf_counter() - started)
-
-    def _observe(self, scope: dict[str, Any], status: int, elapsed: float) -> None:
-        route = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-        self.metrics.latency.labels(scope["method"], route).observe(elapsed)
-        if scope["method"] in _MUTATING and self.services.audit is not None and route != "unmatched":
-            caller = scope.get("state", {}).get("caller")
-            self.services.audit.record(
-                key_id=getattr(caller, "key_id", None),
-                tenant=getattr(caller, "tenant", None),
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-            )
-
-
-async def _too_large(send: Any, size: int, limit: int) -> None:
-    body = PayloadTooLargeError("request body", size, limit).to_wire()
-    response = JSONResponse(body, status_code=413)
-    await response({"type": "http"}, None, send)  # type: ignore[arg-type]
-
-
 def _error_response(error: RayRuntimeError) -> JSONResponse:
-    return JSONResponse(error.to_wire(), status_code=error.http_status)
+    headers = {}
+    if isinstance(error, RateLimitError):
+        headers["Retry-After"] = str(max(1, math.ceil(error.details.get("retry_after_s", 1))))
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = 'Bearer, Basic realm="ray_runtime"'
+    return JSONResponse(error.to_wire(), status_code=error.http_status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -142,10 +109,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail), "details": {}}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("%s %s failed", request.method, request.url.path)
-        return _error_response(InternalError("internal error; the façade's log has the details"))
+
+def _body_limit(settings: ApiSettings) -> Callable[[str], int]:
+    def limit_for(path: str) -> int:
+        return ray_jobs.MAX_PACKAGE_BYTES if path.startswith("/api/packages/") else settings.max_body_bytes
+
+    return limit_for
 
 
 def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | None = None) -> FastAPI:
@@ -183,8 +152,8 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     )
     app.state.services = services
     app.state.metrics = metrics
-    app.add_middleware(_Observe, services=services, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(Guard, services=services, metrics=metrics, limit_for=_body_limit(settings))
     _install_error_handlers(app)
-    for module in (health, jobs, ray_jobs, cluster, serve, plugins, queues, resources, keys, legacy):
-        app.include_router(module.router)
+    for module in (health, jobs, ray_jobs, cluster, serve, plugins, queues, resources, keys, tenants, legacy):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

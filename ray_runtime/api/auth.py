@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 
-from ray_runtime.api.keys import Caller, KeyStore
 from ray_runtime.checks import check_name
 from ray_runtime.errors import AuthenticationError, PermissionDeniedError
+from ray_runtime.keys import Caller, KeyStore, credential
 from ray_runtime.models.api import TENANT_HEADER, Scope
 
 __all__ = ["Authenticator"]
@@ -17,8 +15,8 @@ __all__ = ["Authenticator"]
 class Authenticator:
     """Turns request headers into a :class:`Caller`.
 
-    Dev mode (no key exists at all, loopback only) lets every caller in as an admin of tenant ``default``
-    (``X-Ray-Runtime-Tenant`` picks another); it ends for good the moment a key exists.
+    Dev mode (no key exists at all, loopback only) lets every caller in as a cluster admin acting for tenant
+    ``default`` (``X-Ray-Runtime-Tenant`` picks another); it ends for good the moment a key exists.
     """
 
     def __init__(self, keys: KeyStore) -> None:
@@ -36,28 +34,13 @@ class Authenticator:
             check_name(TENANT_HEADER, asked)
         if key is None:
             if self.dev_mode and not await self.keys.any_keys():
-                return Caller(tenant=asked or "default", scope=Scope.ADMIN)
+                return Caller(tenant=asked or "default", scope=Scope.ADMIN, cluster_admin=True, run_code=True)
             self.dev_mode = False
-            raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>'")
+            raise AuthenticationError(
+                "an API key is required: send 'Authorization: Bearer <key>', or, from a client that cannot send "
+                "headers, the key as the HTTP Basic password (http://any:<key>@host:port/)"
+            )
         caller = await self.keys.caller(key)
         if asked is not None and asked != caller.tenant:
             raise PermissionDeniedError(f"this key acts for tenant '{caller.tenant}', not '{asked}'")
         return caller
-
-
-def credential(authorization: str | None) -> str | None:
-    """The API key in an ``Authorization`` header (Bearer, or the password of Basic), or None."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return value.strip()
-    if scheme.lower() == "basic" and value:
-        try:
-            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise AuthenticationError("malformed Basic credentials") from None
-        return password or None
-    raise AuthenticationError(
-        "unsupported Authorization scheme; use 'Bearer <key>' (or Basic with the key as password)"
-    )

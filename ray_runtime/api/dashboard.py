@@ -14,10 +14,17 @@ from typing import Any
 import httpx
 from cachetools import TTLCache
 
-from ray_runtime.errors import NotFoundError, RayRuntimeError, TimeoutError, UnavailableError, from_wire
+from ray_runtime.errors import (
+    ConflictError,
+    NotFoundError,
+    RayRuntimeError,
+    TimeoutError,
+    UnavailableError,
+    from_wire,
+)
 from ray_runtime.models.api import JobStatus
 
-__all__ = ["Dashboard", "query_params", "ray_auth_headers"]
+__all__ = ["Dashboard", "dashboard_error", "query_params", "ray_auth_headers", "reason_of"]
 
 
 def ray_auth_headers() -> dict[str, str]:
@@ -124,16 +131,33 @@ class Dashboard:
             self._finished_jobs.pop(submission_id, None)
 
 
+def reason_of(text: str) -> str:
+    """The one line of a Ray error text that says what went wrong (Ray often sends a whole traceback)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no reason given"
+    meaningful = [line for line in lines if not line.startswith(("Traceback", "File ", "^", "~"))]
+    return (meaningful or lines)[-1][:500]
+
+
 def dashboard_error(status: int, body: bytes, path: str) -> RayRuntimeError:
-    """The ray_runtime error for a dashboard refusal (its own message kept, never a traceback)."""
-    text = body[:1000].decode("utf-8", errors="replace")
+    """The ray_runtime error for a dashboard refusal (its reason kept, never a traceback)."""
+    text = body[:20_000].decode("utf-8", errors="replace")
     if status == 404 or "does not exist" in text:
         return NotFoundError(f"not found: {path}")
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict) and "error" in parsed:
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         return from_wire(parsed, status)
-    first_line = text.strip().splitlines()[0] if text.strip() else f"HTTP {status}"
-    return from_wire({"error": {"message": f"Ray refused {path}: {first_line}"}}, status)
+    if "already exists" in text:
+        return ConflictError(f"Ray refused {path}: {reason_of(text)}")
+    caller_fault = status < 500 or "ValueError" in text or "TypeError" in text
+    wire = {
+        "error": {
+            "code": "bad_request" if caller_fault else "server_error",
+            "message": f"Ray refused {path}: {reason_of(text)}",
+        }
+    }
+    return from_wire(wire, 400 if caller_fault else status)

@@ -7,13 +7,24 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from ray_runtime.api.keys import Caller
 from ray_runtime.api.services import Services
 from ray_runtime.checks import ID
 from ray_runtime.errors import PermissionDeniedError
+from ray_runtime.keys import Caller
 from ray_runtime.models.api import Scope
 
-__all__ = ["Admin", "ItemId", "Reader", "ServicesDep", "SubmissionId", "Submitter", "authenticated", "require"]
+__all__ = [
+    "Admin",
+    "ClusterAdmin",
+    "CodeRunner",
+    "ItemId",
+    "Reader",
+    "ServicesDep",
+    "SubmissionId",
+    "Submitter",
+    "authenticated",
+    "require",
+]
 
 SubmissionId = Annotated[str, Path(pattern=ID.pattern, description="A Ray submission (or job) id.")]
 ItemId = Annotated[str, Path(pattern=ID.pattern, description="An id or name.")]
@@ -28,8 +39,10 @@ ServicesDep = Annotated[Services, Depends(services)]
 
 async def authenticated(request: Request) -> Caller:
     """The caller, also kept on the request for the audit log."""
-    caller = await request.app.state.services.auth.authenticate(request.headers)
+    services = request.app.state.services
+    caller = await services.auth.authenticate(request.headers)
     request.state.caller = caller
+    await services.limiter.admit(caller.tenant)
     return caller
 
 
@@ -44,6 +57,24 @@ def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
     return check
 
 
+async def _code_runner(caller: Annotated[Caller, Depends(require(Scope.SUBMIT))]) -> Caller:
+    if not caller.run_code:
+        raise PermissionDeniedError(
+            "running arbitrary code (raw entrypoints, packages, runtime_envs, import paths) needs a key a cluster "
+            "admin granted run_code; submit an installed plugin instead"
+        )
+    return caller
+
+
+async def _cluster_admin(caller: Annotated[Caller, Depends(authenticated)]) -> Caller:
+    if not caller.cluster_admin:
+        raise PermissionDeniedError("this needs a cluster admin's key")
+    return caller
+
+
 Reader = Annotated[Caller, Depends(require(Scope.READ))]
 Submitter = Annotated[Caller, Depends(require(Scope.SUBMIT))]
 Admin = Annotated[Caller, Depends(require(Scope.ADMIN))]
+CodeRunner = Annotated[Caller, Depends(_code_runner)]
+"""A submitter whose key was granted ``run_code``."""
+ClusterAdmin = Annotated[Caller, Depends(_cluster_admin)]

@@ -1,18 +1,20 @@
-"""Which Ray jobs a caller may see: jobs carry their tenant in Ray's own job metadata."""
+"""Which Ray jobs a caller may see: jobs carry their tenant in Ray's own job metadata. Jobs submitted around the
+façade (straight to the dashboard) carry none: they belong to no tenant, and only cluster admins see them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ray_runtime.api.keys import Caller
 from ray_runtime.api.services import Services
 from ray_runtime.errors import NotFoundError
+from ray_runtime.keys import Caller
 
 __all__ = [
     "ACTION",
     "PLUGIN",
     "SUBMITTED_BY",
     "TENANT",
+    "admit_job",
     "job_tenant",
     "no_job",
     "owned_job",
@@ -25,9 +27,9 @@ PLUGIN, ACTION = "ray_runtime.plugin", "ray_runtime.action"
 _RESERVED_PREFIX = "ray_runtime."
 
 
-def job_tenant(details: dict[str, Any]) -> str:
-    """The tenant a job belongs to (jobs submitted around the façade belong to 'default')."""
-    return (details.get("metadata") or {}).get(TENANT) or "default"
+def job_tenant(details: dict[str, Any]) -> str | None:
+    """The tenant a job belongs to; None for jobs submitted around the façade."""
+    return (details.get("metadata") or {}).get(TENANT) or None
 
 
 def scoped_metadata(caller: Caller, metadata: dict[str, str] | None) -> dict[str, str]:
@@ -50,12 +52,21 @@ async def owned_job(services: Services, caller: Caller, submission_id: str) -> d
         details = await services.dashboard.job_details(submission_id)
     except NotFoundError:
         raise no_job(submission_id) from None
-    if job_tenant(details) != caller.tenant:
+    if not caller.owns(job_tenant(details)):
         raise no_job(submission_id)
     return details
 
 
-async def visible_jobs(services: Services, caller: Caller) -> list[dict[str, Any]]:
-    """Every job of the caller's tenant, as Ray lists them."""
+async def admit_job(services: Services, caller: Caller) -> None:
+    """Refuse a new job (429) while the tenant is at its ``max_running_jobs``."""
+    if (await services.limiter.limits(caller.tenant)).max_running_jobs is None:
+        return
     jobs = await services.dashboard.all_jobs()
-    return [job for job in jobs if job.get("submission_id") and job_tenant(job) == caller.tenant]
+    running = sum(1 for j in jobs if job_tenant(j) == caller.tenant and j.get("status") in ("PENDING", "RUNNING"))
+    await services.limiter.check_running_jobs(caller.tenant, running)
+
+
+async def visible_jobs(services: Services, caller: Caller) -> list[dict[str, Any]]:
+    """Every job of the caller's tenant (and, for a cluster admin, those of no tenant), as Ray lists them."""
+    jobs = await services.dashboard.all_jobs()
+    return [job for job in jobs if job.get("submission_id") and caller.owns(job_tenant(job))]

@@ -13,9 +13,10 @@ from ray_runtime._ray import dashboard_url, init_ray
 from ray_runtime.api.audit import AuditLog
 from ray_runtime.api.auth import Authenticator
 from ray_runtime.api.dashboard import Dashboard
-from ray_runtime.api.keys import Caller, KeyStore
+from ray_runtime.api.limits import TenantLimiter
 from ray_runtime.api.logtail import LogHub
 from ray_runtime.api.settings import ApiSettings
+from ray_runtime.keys import Caller, KeyStore
 
 __all__ = ["Services"]
 
@@ -35,6 +36,7 @@ class Services:
         self.auth: Authenticator = None  # type: ignore[assignment]
         self.logs: LogHub = None  # type: ignore[assignment]
         self.audit: AuditLog | None = None
+        self.limiter: TenantLimiter = None  # type: ignore[assignment]
         self.catalog = PluginCatalog(settings.plugins_dir)
         self._tenants: LRUCache[str, Any] = LRUCache(maxsize=1024)
         self._finished_runs: TTLCache[tuple[str, str], Any] = TTLCache(maxsize=10_000, ttl=_FINISHED_RUN_TTL_S)
@@ -50,7 +52,8 @@ class Services:
             job_list_ttl_s=self.settings.job_list_cache_s,
         )
         self.coordinator = await aconnect(name=self.settings.coordinator_name)
-        self.keys = KeyStore(self.coordinator, self.settings.keys_cache_s)
+        self.keys = KeyStore(self.coordinator.kv, self.settings.keys_cache_s)
+        self.limiter = TenantLimiter(self.coordinator.kv, ttl_s=self.settings.keys_cache_s)
         self.auth = Authenticator(self.keys)
         self.logs = LogHub(
             self.dashboard,

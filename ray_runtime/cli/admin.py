@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ray_runtime.cli._common import JsonFlag, RayAddress, connect_ray, console, handles_errors, print_json, table
+from ray_runtime.cli._common import (
+    JsonFlag,
+    RayAddress,
+    ago,
+    connect_ray,
+    console,
+    handles_errors,
+    print_json,
+    show,
+    table,
+)
 
 admin_app = typer.Typer()  # `api`, registered at the top level
 keys_app = typer.Typer(help="API keys of the façade (stored hashed in the coordinator).", no_args_is_help=True)
@@ -27,9 +37,9 @@ def api(
     import uvicorn
 
     from ray_runtime.api import ApiSettings, create_app
-    from ray_runtime.api.keys import KEYS_NAMESPACE
     from ray_runtime.coordinator import connect
     from ray_runtime.errors import InvalidArgumentError
+    from ray_runtime.keys import KEYS_NAMESPACE
 
     settings = ApiSettings(
         host=host,
@@ -63,14 +73,20 @@ def keys_create(
     if_none: Annotated[
         bool, typer.Option("--if-none", help="Only if the tenant has no live key of this scope (for bootstrapping).")
     ] = False,
+    cluster_admin: Annotated[
+        bool, typer.Option("--cluster-admin", help="Sees what belongs to no tenant, sets tenant limits, grants.")
+    ] = False,
+    run_code: Annotated[
+        bool, typer.Option("--run-code", help="May submit arbitrary code (raw entrypoints, packages, import paths).")
+    ] = False,
     address: RayAddress = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key; it is shown (or written) this once and stored only as a hash."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey, new_key
     from ray_runtime.checks import check_name
     from ray_runtime.coordinator import connect
     from ray_runtime.errors import InvalidArgumentError
+    from ray_runtime.keys import KEYS_NAMESPACE, StoredKey, new_key
     from ray_runtime.models.api import Scope
 
     check_name("tenant", tenant)
@@ -83,7 +99,7 @@ def keys_create(
         if any(k.tenant == tenant and k.scope.value == scope and k.revoked_at is None for k in live):
             console.print(f"tenant {tenant!r} already has a live {scope} key; none created")
             return
-    key, record = new_key(tenant, Scope(scope), name)
+    key, record = new_key(tenant, Scope(scope), name, cluster_admin=cluster_admin, run_code=run_code)
     kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"), if_absent=True)
     if output is not None:
         output = output.expanduser()
@@ -105,19 +121,29 @@ def keys_create(
 def keys_list(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
     address: RayAddress = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List API keys (ids, tenants, scopes; never secrets)."""
-    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey
     from ray_runtime.coordinator import connect
+    from ray_runtime.keys import KEYS_NAMESPACE, StoredKey
 
     connect_ray(address)
     keys = [StoredKey.model_validate(raw) for raw in connect().kv.items(KEYS_NAMESPACE).values()]
+    keys = [k.info() for k in keys if tenant is None or k.tenant == tenant]
     rows = [
-        [k.key_id, k.tenant, k.scope.value, k.name, f"{k.created_at:.0f}", "yes" if k.revoked_at else ""]
+        [
+            k.key_id,
+            k.tenant,
+            k.scope.value,
+            ", ".join(g for g, on in (("cluster admin", k.cluster_admin), ("run code", k.run_code)) if on),
+            k.name,
+            ago(k.created_at),
+            ago(k.revoked_at),
+        ]
         for k in keys
-        if tenant is None or k.tenant == tenant
     ]
-    console.print(table("API keys", ["key id", "tenant", "scope", "name", "created", "revoked"], rows))
+    columns = ["key id", "tenant", "scope", "grants", "name", "created", "revoked"]
+    show(keys, as_json, lambda: table("API keys", columns, rows))
 
 
 @keys_app.command("revoke")
@@ -128,9 +154,9 @@ def keys_revoke(
     """Revoke an API key (the façade stops accepting it within its key cache time)."""
     import time
 
-    from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey
     from ray_runtime.coordinator import connect
     from ray_runtime.errors import NotFoundError
+    from ray_runtime.keys import KEYS_NAMESPACE, StoredKey
 
     connect_ray(address)
     coord = connect()

@@ -161,7 +161,8 @@ def get(client: RuntimeClient, job_id: JobId, as_json: JsonFlag = False) -> None
         if job.run is not None:
             progress = job.run.progress
             if progress is not None:
-                rows.append(("progress", f"{progress.done:g}/{progress.total or '?'} {progress.message or ''}"))
+                total = f"{progress.total:g}" if progress.total is not None else "?"
+                rows.append(("progress", f"{progress.done:g}/{total} {progress.message or ''}"))
             if job.run.result is not None:
                 import json
 

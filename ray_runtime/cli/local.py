@@ -95,7 +95,7 @@ def up(
         grid.add_row("dashboard", state.dashboard_url)
         grid.add_row("Serve", f"{state.serve_url}  ({', '.join(state.applications) or 'no plugins'})")
         grid.add_row("Ray address", state.gcs_address)
-        grid.add_row("dev API key", f"{state.api_key}  (admin of tenant 'default')")
+        grid.add_row("dev API key", f"{state.api_key}  (admin of tenant 'default', cluster admin, may run code)")
         console.print(Panel(grid, title=f"ray_runtime is up ({state.dir})", border_style="green"))
         console.print("ray-runtime commands on this machine find it on their own; for other tools:", soft_wrap=True)
         for line in (

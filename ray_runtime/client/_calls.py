@@ -30,7 +30,7 @@ from ray_runtime.models.api import (
     Scope,
     ServeApplication,
 )
-from ray_runtime.models.resources import ResourcesUpdate, named_resources_adapter
+from ray_runtime.models.resources import RESOURCE_TYPES, ResourcesUpdate, named_resources_adapter
 from ray_runtime.models.tasks import (
     Lease,
     QueueStats,
@@ -68,7 +68,7 @@ def _checked(what: str) -> Iterator[None]:
     try:
         yield
     except pydantic.ValidationError as exc:
-        raise ValidationError.from_pydantic(what, exc) from None
+        raise ValidationError.from_pydantic(what, exc, tags=RESOURCE_TYPES) from None
 
 
 def _segment(value: str) -> str:

@@ -14,7 +14,7 @@ from ray_runtime._twins import awaitable as _awaitable
 from ray_runtime._twins import blocking as _blocking
 from ray_runtime._version import __version__
 from ray_runtime.client._calls import Calls
-from ray_runtime.client._http import ClientConfig, Request, Sleep, decode_error, send_flow
+from ray_runtime.client._http import ClientConfig, Request, Sleep, decode_error, handshake_errors, send_flow
 from ray_runtime.client._tail import NEXT_FRAME, LogTail, Protocol, tail_flow
 from ray_runtime.errors import TimeoutError
 from ray_runtime.models.api import TENANT_HEADER, JobInfo, StreamLimits
@@ -224,9 +224,12 @@ class RuntimeClient(_Base):
         if tail.protocol == "websocket":
             from websockets.sync.client import connect
 
-            with connect(
-                self._ws_url(tail), additional_headers=self._headers(), open_timeout=self.config.connect_timeout_s
-            ) as ws:
+            with (
+                handshake_errors(),
+                connect(
+                    self._ws_url(tail), additional_headers=self._headers(), open_timeout=self.config.connect_timeout_s
+                ) as ws,
+            ):
                 for message in ws:
                     yield json.loads(message)
             return
@@ -372,11 +375,12 @@ class AsyncRuntimeClient(_Base):
         if tail.protocol == "websocket":
             from websockets.asyncio.client import connect
 
-            async with connect(
-                self._ws_url(tail), additional_headers=self._headers(), open_timeout=self.config.connect_timeout_s
-            ) as ws:
-                async for message in ws:
-                    yield json.loads(message)
+            with handshake_errors():
+                async with connect(
+                    self._ws_url(tail), additional_headers=self._headers(), open_timeout=self.config.connect_timeout_s
+                ) as ws:
+                    async for message in ws:
+                        yield json.loads(message)
             return
         async with self._http.stream("GET", tail.path(), params=tail.params(), timeout=self.config.timeout(86400)) as r:
             if r.status_code >= 400:

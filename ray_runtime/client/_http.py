@@ -7,8 +7,10 @@ response (or the transport error); the sync and async clients drive it, differin
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from ray_runtime.errors import RayRuntimeError, UnavailableError, from_wire
 
-__all__ = ["ClientConfig", "Request", "Sleep", "decode_error", "send_flow"]
+__all__ = ["ClientConfig", "Request", "Sleep", "decode_error", "handshake_errors", "send_flow"]
 
 R = TypeVar("R")
 _RETRY_STATUSES = frozenset({502, 503, 504})
@@ -34,6 +36,9 @@ class ClientConfig(BaseModel):
     retries: int = Field(default=3, ge=0, description="Retries of idempotent requests on connection errors or 502-504.")
     backoff_s: float = Field(default=0.2, ge=0, description="First retry delay; doubles each time, with jitter.")
     backoff_max_s: float = Field(default=5.0, ge=0)
+    reconnect_for_s: float = Field(
+        default=120.0, ge=0, description="How long a log tail keeps reconnecting (with backoff) before giving up."
+    )
 
     def timeout(self, extra_s: float = 0.0) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout_s + extra_s, connect=self.connect_timeout_s)
@@ -72,6 +77,24 @@ class Request(Generic[R]):
     @property
     def repeatable(self) -> bool:
         return self.idempotent if self.idempotent is not None else self.method in _IDEMPOTENT_METHODS
+
+
+@contextlib.contextmanager
+def handshake_errors() -> Iterator[None]:
+    """A WebSocket upgrade the server refused with a 4xx: the same typed error the HTTP route would raise."""
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        yield
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if not 400 <= status < 500:
+            raise  # the server's trouble: reconnecting may help
+        try:
+            body = json.loads(exc.response.body or b"")
+        except ValueError:
+            body = {"error": {"message": f"the server refused the WebSocket with HTTP {status}"}}
+        raise from_wire(body, status) from None
 
 
 def decode_error(response: httpx.Response) -> RayRuntimeError:

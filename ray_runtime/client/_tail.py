@@ -9,6 +9,7 @@ of the last frame received, so no line is lost or repeated.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Generator
 from typing import Any, Literal
 
@@ -19,7 +20,6 @@ from ray_runtime.models.api import StreamLimits
 __all__ = ["NEXT_FRAME", "LogTail", "Protocol", "tail_flow"]
 
 Protocol = Literal["auto", "websocket", "http"]
-_MAX_RECONNECTS = 8
 NEXT_FRAME = "next frame"  # what the flow asks its driver for
 
 
@@ -42,6 +42,7 @@ class LogTail:
         self.status: str | None = None
         self._lines = self._bytes = self._messages = 0
         self._failures = 0
+        self._down_since: float | None = None
         self._received_on_this_connection = False
 
     def path(self) -> str:
@@ -61,7 +62,7 @@ class LogTail:
         """The lines a frame carries; marks the end, or raises for a limit or a server error."""
         kind = frame.get("type")
         self._received_on_this_connection = True
-        self._failures = 0
+        self._failures, self._down_since = 0, None
         if kind == "lines":
             data = frame.get("data", "")
             self._count(data)
@@ -73,7 +74,7 @@ class LogTail:
         if kind == "limit":
             raise StreamLimitError(f"the log stream reached its {frame.get('limit')} limit", limit=frame.get("limit"))
         if kind == "error":
-            raise from_wire({"error": frame.get("error") or {}}, 503)
+            raise from_wire({"error": frame.get("error") or {}}, int(frame.get("status") or 503))
         return []  # heartbeats
 
     def _count(self, data: str) -> None:
@@ -100,9 +101,12 @@ class LogTail:
             self.protocol = "http"  # WebSocket did not get through (a proxy?): HTTP from here on
             return 0.0
         self._failures += 1
-        if self._failures > _MAX_RECONNECTS:
+        now = time.monotonic()
+        self._down_since = self._down_since or now
+        if now - self._down_since > self.config.reconnect_for_s:
             raise UnavailableError(
-                f"lost the log stream of {self.job_id} {_MAX_RECONNECTS} times in a row at offset {self.offset}; "
+                f"lost the log stream of {self.job_id} and could not get it back for "
+                f"{self.config.reconnect_for_s:g}s ({self._failures} tries) at offset {self.offset}; "
                 f"resume later with offset={self.offset}"
             ) from error
         return self.config.delay(self._failures)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from typing import Any
+
+from cachetools import LRUCache
 
 from ray_runtime.client._clients import AsyncRuntimeClient, RuntimeClient
 from ray_runtime.client._http import ClientConfig
@@ -66,8 +67,7 @@ class TaskClient:
         self._options: dict[str, Any] = {"tenant": tenant, "config": config}
         self._client = RuntimeClient(base_url, api_key, **self._options)
         self._aclient: AsyncRuntimeClient | None = None
-        self._cache: OrderedDict[str, ResourcesUpdate] = OrderedDict()
-        self._cache_size = resource_cache_size
+        self._cache: LRUCache[str, ResourcesUpdate] = LRUCache(maxsize=resource_cache_size)
         self._held: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -198,15 +198,9 @@ class TaskClient:
 
     def _cached(self, resources_id: str) -> ResourcesUpdate | None:
         with self._lock:
-            found = self._cache.get(resources_id)
-            if found is not None:
-                self._cache.move_to_end(resources_id)
-            return found
+            return self._cache.get(resources_id)
 
     def _remember(self, update: ResourcesUpdate) -> ResourcesUpdate:
         with self._lock:
             self._cache[update.resources_id] = update
-            self._cache.move_to_end(update.resources_id)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
         return update

@@ -41,7 +41,7 @@ from ray_runtime.coordinator.state import (
     TaskRecord,
 )
 from ray_runtime.errors import ResourcesNotFoundError, ValidationError
-from ray_runtime.models.resources import named_resources_adapter
+from ray_runtime.models.resources import RESOURCE_TYPES, named_resources_adapter
 
 __all__ = ["POLL_GROUP", "CoordinatorActor", "pack", "unpack"]
 
@@ -67,7 +67,7 @@ def _validate_resources(body: str) -> dict[str, Any]:
     try:
         return named_resources_adapter.validate_json(body)
     except PydanticValidationError as exc:
-        raise ValidationError.from_pydantic("resources", exc) from None
+        raise ValidationError.from_pydantic("resources", exc, tags=RESOURCE_TYPES) from None
 
 
 class _Waiter:

@@ -12,14 +12,15 @@ import builtins
 import contextlib
 import functools
 import json
+import os
 import traceback
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, ParamSpec, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import ray
+from cachetools import LRUCache
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -27,13 +28,14 @@ from ray_runtime._ids import new_id
 from ray_runtime._ray import init_ray
 from ray_runtime._twins import awaitable as _awaitable
 from ray_runtime._twins import blocking as _blocking
-from ray_runtime.config import Settings
+from ray_runtime.config import BOUND_TENANT_ENV, Settings
 from ray_runtime.coordinator.actor import POLL_GROUP, CoordinatorActor, pack, unpack
 from ray_runtime.coordinator.state import NewTask
 from ray_runtime.errors import (
     CoordinatorUnavailableError,
     InternalError,
     InvalidArgumentError,
+    PermissionDeniedError,
     RayRuntimeError,
     TimeoutError,
     ValidationError,
@@ -53,6 +55,9 @@ from ray_runtime.models import (
     WorkerInfo,
     named_resources_adapter,
 )
+from ray_runtime.models.resources import (
+    RESOURCE_TYPES,
+)
 
 __all__ = [
     "AsyncCoordinator",
@@ -63,9 +68,9 @@ __all__ = [
     "Runs",
     "aconnect",
     "connect",
+    "system_store",
 ]
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 _RESOURCE_CACHE_SIZE = 64
@@ -184,13 +189,23 @@ class _Call(Generic[R]):
 
 
 class _Handle:
-    """What both twins hold: the actor, the tenant acted for, and the per-call deadline."""
+    """What both twins hold: the actor, the tenant acted for, and the per-call deadline.
 
-    def __init__(self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0) -> None:
+    A ``bound`` handle belongs to code ray_runtime started for one tenant: it refuses to act for another tenant
+    and has no system store. A guard against mistakes, not a boundary (see the README's trust model).
+    """
+
+    def __init__(
+        self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0, bound: bool = False
+    ) -> None:
         self._actor = actor
         self.tenant = tenant
         self.call_timeout_s = call_timeout_s
+        self.bound = bound
         self._node_id: str | None = None
+
+    def _options(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "call_timeout_s": self.call_timeout_s, "bound": self.bound}
 
     @property
     def actor(self) -> Any:
@@ -509,23 +524,20 @@ class _QueueCalls(_Handle):
 class _ResourceCalls(_Handle):
     """Builders of the resources calls, with a cache of versions (they are immutable)."""
 
-    def __init__(self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0) -> None:
-        super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self._cache: OrderedDict[str, ResourcesUpdate] = OrderedDict()
+    def __init__(self, actor: Any, **options: Any) -> None:
+        super().__init__(actor, **options)
+        self._cache: LRUCache[str, ResourcesUpdate] = LRUCache(maxsize=_RESOURCE_CACHE_SIZE)
 
     def _remember(self, wire: dict[str, Any]) -> ResourcesUpdate:
         update = self._cache.get(wire["resources_id"]) or _resources_update(wire)
         self._cache[update.resources_id] = update
-        self._cache.move_to_end(update.resources_id)
-        while len(self._cache) > _RESOURCE_CACHE_SIZE:
-            self._cache.popitem(last=False)
         return update
 
     def _body(self, named: Mapping[str, Any]) -> str:
         try:
             return named_resources_adapter.dump_json(named_resources_adapter.validate_python(dict(named))).decode()
         except PydanticValidationError as exc:
-            raise ValidationError.from_pydantic("resources", exc) from None
+            raise ValidationError.from_pydantic("resources", exc, tags=RESOURCE_TYPES) from None
 
     def _add(self, named: NamedResources | Mapping[str, Any]) -> _Call[ResourcesUpdate]:
         """Publish a new immutable version made of exactly these named resources; it becomes the latest.
@@ -718,26 +730,52 @@ class AsyncResources(_ResourceCalls, _Awaitable):
     wait_newer = _awaitable(_ResourceCalls._wait_newer)
 
 
-class Coordinator(_QueueCalls, _Blocking):
+class _Root(_QueueCalls):
+    """What both coordinator twins share: their parts (resources, runs, system store) and tenant switching."""
+
+    _parts: ClassVar[dict[str, type[_Handle]]]
+    _kv_class: ClassVar[type[_Handle]]
+
+    def __init__(
+        self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0, bound: bool = False
+    ) -> None:
+        super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s, bound=bound)
+        for name, part in self._parts.items():
+            setattr(self, name, part(actor, **self._options()))
+
+    @property
+    def kv(self) -> Any:
+        """The coordinator's system key-value store (the façade's records): not for code run for a tenant."""
+        if self.bound:
+            raise PermissionDeniedError(
+                f"this code runs for tenant {self.tenant!r}: the coordinator's system store is not for it"
+            )
+        return self._kv_class(self._actor, **self._options())
+
+    def for_tenant(self, tenant: str) -> Any:
+        """The same coordinator, acting for another tenant (refused by a handle bound to its tenant)."""
+        if self.bound and tenant != self.tenant:
+            raise PermissionDeniedError(
+                f"this code runs for tenant {self.tenant!r} and cannot act for {tenant!r}", tenant=self.tenant
+            )
+        return type(self)(self._actor, **{**self._options(), "tenant": tenant})
+
+
+class Coordinator(_Root, _Blocking):
     """The coordinator of a Ray cluster, for one tenant: blocking calls. Get one with :func:`connect`.
 
     ``coord.aio`` is the awaitable twin on the same actor; ``coord.resources`` holds the resources calls.
     """
 
-    def __init__(self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0) -> None:
-        super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self.resources = Resources(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self.runs = Runs(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self.kv = SystemKV(actor, tenant=tenant, call_timeout_s=call_timeout_s)
+    _parts: ClassVar[dict[str, type[_Handle]]] = {"resources": Resources, "runs": Runs}
+    _kv_class = SystemKV
+    resources: Resources
+    runs: Runs
 
     @functools.cached_property
     def aio(self) -> AsyncCoordinator:
         """The awaitable twin: same actor, same tenant."""
-        return AsyncCoordinator(self._actor, tenant=self.tenant, call_timeout_s=self.call_timeout_s)
-
-    def for_tenant(self, tenant: str) -> Coordinator:
-        """The same coordinator, acting for another tenant."""
-        return Coordinator(self._actor, tenant=tenant, call_timeout_s=self.call_timeout_s)
+        return AsyncCoordinator(self._actor, **self._options())
 
     enqueue = _blocking(_QueueCalls._enqueue)
     enqueue_many = _blocking(_QueueCalls._enqueue_many)
@@ -759,18 +797,13 @@ class Coordinator(_QueueCalls, _Blocking):
     info = _blocking(_QueueCalls._info)
 
 
-class AsyncCoordinator(_QueueCalls, _Awaitable):
+class AsyncCoordinator(_Root, _Awaitable):
     """The coordinator of a Ray cluster, for one tenant: awaitable calls (``coord.aio``)."""
 
-    def __init__(self, actor: Any, *, tenant: str = "default", call_timeout_s: float = 60.0) -> None:
-        super().__init__(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self.resources = AsyncResources(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self.runs = AsyncRuns(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-        self.kv = AsyncSystemKV(actor, tenant=tenant, call_timeout_s=call_timeout_s)
-
-    def for_tenant(self, tenant: str) -> AsyncCoordinator:
-        """The same coordinator, acting for another tenant."""
-        return AsyncCoordinator(self._actor, tenant=tenant, call_timeout_s=self.call_timeout_s)
+    _parts: ClassVar[dict[str, type[_Handle]]] = {"resources": AsyncResources, "runs": AsyncRuns}
+    _kv_class = AsyncSystemKV
+    resources: AsyncResources
+    runs: AsyncRuns
 
     enqueue = _awaitable(_QueueCalls._enqueue)
     enqueue_many = _awaitable(_QueueCalls._enqueue_many)
@@ -790,6 +823,15 @@ class AsyncCoordinator(_QueueCalls, _Awaitable):
     queues = _awaitable(_QueueCalls._queues)
     workers = _awaitable(_QueueCalls._workers)
     info = _awaitable(_QueueCalls._info)
+
+
+def system_store(coord: Coordinator | AsyncCoordinator) -> AsyncSystemKV:
+    """The system store of the coordinator behind ``coord``, even from a process bound to a tenant.
+
+    For ray_runtime's own services running inside a tenant's process (e.g. the API key check in front of a Serve
+    endpoint); the code of plugins must not use it.
+    """
+    return AsyncSystemKV(coord.actor, tenant=coord.tenant, call_timeout_s=coord.call_timeout_s)
 
 
 # -------------------------------------------------------------------------------------------- connect
@@ -838,6 +880,9 @@ def connect(
         >>> coord.enqueue("jobs", {"n": 1})
     """
     settings = Settings()
+    bound = os.environ.get(BOUND_TENANT_ENV)
+    if bound and tenant not in (None, bound):
+        raise PermissionDeniedError(f"this code runs for tenant {bound!r} and cannot act for {tenant!r}", tenant=bound)
     init_ray(address or settings.ray_address, start_if_none=True)
     actor = (
         _remote_coordinator(max_pollers)
@@ -855,7 +900,10 @@ def connect(
         .remote(name or settings.coordinator_name, coordinator_settings)
     )
     coord = Coordinator(
-        actor, tenant=tenant or settings.tenant, call_timeout_s=call_timeout_s or settings.call_timeout_s
+        actor,
+        tenant=tenant or bound or settings.tenant,
+        call_timeout_s=call_timeout_s or settings.call_timeout_s,
+        bound=bool(bound),
     )
     if wait:
         coord.info()

@@ -36,6 +36,7 @@ from ray_runtime.errors import (
     AttemptNotFoundError,
     ConflictError,
     InvalidArgumentError,
+    RateLimitError,
     StaleAttemptError,
     TaskFinishedError,
     TaskNotFoundError,
@@ -271,8 +272,10 @@ class TaskQueues:
         clock: Callable[[], float],
         on_ready: Callable[[str, str], None],
         on_finished: Callable[[TaskRecord], None],
+        max_queued: Callable[[str], int | None] = lambda tenant: None,
     ) -> None:
         self.limits = limits
+        self.max_queued = max_queued
         self.resources = resources
         self.clock = clock
         self.on_ready = on_ready
@@ -286,6 +289,7 @@ class TaskQueues:
         self._finished_count = 0
         self._claims: dict[str, list[TaskRecord]] = {}  # claim request id -> records it leased
         self._workers: dict[tuple[str, str], _Worker] = {}
+        self._queued: Counter[str] = Counter()  # queued tasks per tenant, for its max_queued_tasks
         self._inserted: list[TaskRecord] = []  # since the last take_changes (live records, copied on take)
         self._updated: dict[str, TaskRecord] = {}
         self._deleted: list[str] = []
@@ -302,8 +306,24 @@ class TaskQueues:
         check_name("queue", queue)
         for position, task in enumerate(tasks):
             self._check_new_task(tenant, task, position if len(tasks) > 1 else None)
+        self._check_quota(tenant, queue, tasks)
         q = self._queue(tenant, queue)
         return [self._insert(q, task) for task in tasks]
+
+    def _check_quota(self, tenant: str, queue: str, tasks: list[NewTask]) -> None:
+        limit = self.max_queued(tenant)
+        if limit is None:
+            return
+        q = self._queues.get((tenant, queue))
+        known = q.idempotency if q is not None else {}
+        new = sum(1 for t in tasks if t.task_id not in self._tasks and t.idempotency_key not in known)
+        if new and self._queued[tenant] + new > limit:
+            raise RateLimitError(
+                f"tenant {tenant!r} has {self._queued[tenant]} tasks queued and may hold {limit}; "
+                f"{new} more would be over: wait for workers to drain its queues",
+                retry_after_s=1.0,
+                limit="max_queued_tasks",
+            )
 
     def _check_new_task(self, tenant: str, task: NewTask, position: int | None) -> None:
         def name(field_name: str) -> str:
@@ -359,6 +379,8 @@ class TaskQueues:
     def _add(self, record: TaskRecord, q: _Queue) -> None:
         self._tasks[record.id] = record
         q.counts[record.status] += 1
+        if record.status is QUEUED:
+            self._queued[record.tenant] += 1
         q.index.add(record)
         self._tenant_index_of(record.tenant).add(record)
         if record.idempotency_key is not None:
@@ -847,6 +869,7 @@ class TaskQueues:
         counts = self._queues[(record.tenant, record.queue)].counts
         counts[record.status] -= 1
         counts[status] += 1
+        self._queued[record.tenant] += (status is QUEUED) - (record.status is QUEUED)
         record.status = status
         self._touch(record, now)
 

@@ -7,6 +7,7 @@ returns before it answers, and wakes waiters through the two hooks. Each noun li
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from ray_runtime.coordinator.kv import SystemStore
 from ray_runtime.coordinator.queues import TASK_ROW_FIELDS, NewTask, TaskQueues, TaskRecord
 from ray_runtime.coordinator.resources import ResourcesRecord, ResourceVersions
 from ray_runtime.coordinator.runs import RunRecord, RunRegistry
+from ray_runtime.models.api import LIMITS_NAMESPACE
 
 __all__ = [
     "TASK_ROW_FIELDS",
@@ -99,9 +101,16 @@ class CoordinatorState:
             clock=clock,
             on_ready=on_ready or (lambda tenant, queue: None),
             on_finished=on_finished or (lambda record: None),
+            max_queued=lambda tenant: self.tenant_limit(tenant, "max_queued_tasks"),
         )
         self.runs = RunRegistry(retention=limits.runs_retention, max_bytes=max_bytes, clock=clock)
         self.kv = SystemStore(max_bytes=max_bytes)
+
+    def tenant_limit(self, tenant: str, name: str) -> int | None:
+        """One of the tenant's limits (``TenantLimits`` in the system store), or None when it has none."""
+        raw = self.kv.get(LIMITS_NAMESPACE, tenant)
+        value = json.loads(raw).get(name) if raw is not None else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def sweep(self) -> int:
         """Expire overdue leases, release due delayed tasks, drop old finished tasks; returns leases expired."""

@@ -8,10 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ray_runtime.checks import ID, NAME
+from ray_runtime.models.numbers import Integer, Number
 from ray_runtime.models.runs import Run
 from ray_runtime.models.tasks import Lease, Task, TaskError, TaskSpec
 
 __all__ = [
+    "LIMITS_NAMESPACE",
     "TENANT_HEADER",
     "ApiKey",
     "ClaimRequest",
@@ -19,6 +21,8 @@ __all__ = [
     "CompleteRequest",
     "CompleteResponse",
     "EnqueueManyRequest",
+    "ErrorBody",
+    "ErrorDetail",
     "FailRequest",
     "HealthCheck",
     "HealthReport",
@@ -36,6 +40,7 @@ __all__ = [
     "ServeApplication",
     "ServeDeployRequest",
     "StreamLimits",
+    "TenantLimits",
     "WaitRequest",
 ]
 
@@ -43,7 +48,21 @@ TENANT_HEADER = "x-ray-runtime-tenant"  # picks the tenant in dev mode; with a k
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a message saying what to do, and structured details."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorDetail
 
 
 # ------------------------------------------------------------------------------------------------ keys
@@ -70,12 +89,16 @@ class ApiKey(BaseModel):
     name: str = ""
     created_at: float
     revoked_at: float | None = None
+    cluster_admin: bool = Field(default=False, description="Sees what belongs to no tenant; sets limits; grants.")
+    run_code: bool = Field(default=False, description="May submit arbitrary code (granted by a cluster admin).")
 
 
 class KeyCreateRequest(_Request):
     tenant: str = Field(pattern=NAME.pattern)
     scope: Scope = Scope.SUBMIT
     name: str = Field(default="", max_length=200)
+    cluster_admin: bool = Field(default=False, description="Only a cluster admin may grant it.")
+    run_code: bool = Field(default=False, description="Only a cluster admin may grant it.")
 
 
 class KeyCreated(BaseModel):
@@ -83,6 +106,21 @@ class KeyCreated(BaseModel):
 
     key: str
     info: ApiKey
+
+
+# --------------------------------------------------------------------------------------------- tenants
+
+
+LIMITS_NAMESPACE = "tenant_limits"  # where each tenant's TenantLimits live, in the coordinator's system store
+
+
+class TenantLimits(_Request):
+    """What one tenant may hold or send at once; None: no limit. A cluster admin sets them; past one, 429."""
+
+    max_queued_tasks: Integer | None = Field(default=None, ge=0, description="Tasks queued (not yet leased).")
+    max_running_jobs: Integer | None = Field(default=None, ge=0, description="Ray jobs pending or running.")
+    max_sessions: Integer | None = Field(default=None, ge=0, description="Sessions not closed.")
+    requests_per_second: Number | None = Field(default=None, gt=0, description="API requests, per façade process.")
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -112,10 +150,10 @@ class JobSubmitRequest(_Request):
     runtime_env: dict[str, Any] | None = None
     submission_id: str | None = Field(default=None, pattern=ID.pattern)
     metadata: dict[str, str] = Field(default_factory=dict)
-    entrypoint_num_cpus: float | None = Field(default=None, ge=0)
-    entrypoint_num_gpus: float | None = Field(default=None, ge=0)
-    entrypoint_memory: int | None = Field(default=None, ge=0)
-    entrypoint_resources: dict[str, float] | None = None
+    entrypoint_num_cpus: Number | None = Field(default=None, ge=0)
+    entrypoint_num_gpus: Number | None = Field(default=None, ge=0)
+    entrypoint_memory: Integer | None = Field(default=None, ge=0)
+    entrypoint_resources: dict[str, Number] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> JobSubmitRequest:
@@ -139,7 +177,7 @@ class JobInfo(BaseModel):
     entrypoint: str = ""
     start_time: float | None = Field(default=None, description="Unix seconds.")
     end_time: float | None = None
-    tenant: str
+    tenant: str | None = Field(description="None: submitted around the façade (seen by cluster admins only).")
     submitted_by: str | None = None
     plugin: str | None = None
     action: str | None = None
@@ -201,9 +239,9 @@ class EnqueueManyRequest(_Request):
 
 class ClaimRequest(_Request):
     worker_id: str = Field(min_length=1, max_length=128)
-    max_tasks: int = Field(default=1, ge=1, le=1000)
-    lease_s: float | None = Field(default=None, gt=0)
-    wait_s: float = Field(default=0.0, ge=0, le=60, description="Long poll: return as soon as a task is claimable.")
+    max_tasks: Integer = Field(default=1, ge=1, le=1000)
+    lease_s: Number | None = Field(default=None, gt=0)
+    wait_s: Number = Field(default=0.0, ge=0, le=60, description="Long poll: return as soon as a task is claimable.")
 
 
 class NextClaim(ClaimRequest):
@@ -213,7 +251,7 @@ class NextClaim(ClaimRequest):
 
 
 class HeartbeatRequest(_Request):
-    extend_s: float | None = Field(default=None, gt=0)
+    extend_s: Number | None = Field(default=None, gt=0)
 
 
 class CompleteRequest(_Request):
@@ -233,7 +271,7 @@ class FailRequest(_Request):
 
 class WaitRequest(_Request):
     task_ids: list[str] = Field(min_length=1, max_length=1000)
-    timeout_s: float = Field(default=30.0, ge=0, le=60)
+    timeout_s: Number = Field(default=30.0, ge=0, le=60)
     return_when: Literal["all", "first"] = "all"
 
 

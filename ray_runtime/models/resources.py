@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "LLM",
+    "RESOURCE_TYPES",
     "JSONResource",
     "NamedResources",
     "PromptTemplate",
@@ -56,6 +57,7 @@ Resource = Annotated[LLM | PromptTemplate | JSONResource, Field(discriminator="r
 NamedResources = dict[str, Resource]
 
 named_resources_adapter: TypeAdapter[dict[str, LLM | PromptTemplate | JSONResource]] = TypeAdapter(NamedResources)
+RESOURCE_TYPES = frozenset({"llm", "prompt_template", "json"})  # the tags of Resource
 
 
 class ResourcesUpdate(BaseModel):

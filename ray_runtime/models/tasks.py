@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_runtime.models.numbers import Integer, Number
+
 __all__ = [
     "Lease",
     "QueueStats",
@@ -56,11 +58,11 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: Any = None
-    priority: int = 0
-    delay_s: float = 0.0
+    priority: Integer = 0
+    delay_s: Number = 0.0
     idempotency_key: str | None = None
-    max_attempts: int = 3
-    lease_s: float | None = None
+    max_attempts: Integer = 3
+    lease_s: Number | None = None
     resources_id: str | None = None
     metadata: dict[str, Any] | None = None
 

@@ -80,6 +80,11 @@ class ServeOptions(_Strict):
     num_replicas: int = Field(default=1, ge=1)
     max_ongoing_requests: int = Field(default=16, ge=1)
     autoscaling: AutoscalingOptions | None = None
+    auth: Literal["keys", "none"] = Field(
+        default="keys",
+        description="keys: once any API key exists, callers need a live key (of the app's tenant, scope submit); "
+        "none: open to anyone who reaches Serve.",
+    )
 
 
 class ActionSpec(_Strict):

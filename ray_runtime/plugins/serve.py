@@ -31,7 +31,15 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from ray_runtime.errors import ActionFailedError, RayRuntimeError, ResourcesNotFoundError
+from ray_runtime.errors import (
+    ActionFailedError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RayRuntimeError,
+    ResourcesNotFoundError,
+)
+from ray_runtime.keys import KeyStore, Scope, credential
 from ray_runtime.models.resources import ResourcesUpdate
 from ray_runtime.plugins.action import Context, LoadedAction, Reporter
 from ray_runtime.plugins.manifest import ActionSpec, load
@@ -83,6 +91,41 @@ def deployment_options(spec: ActionSpec) -> dict[str, Any]:
     else:
         options["num_replicas"] = spec.serve.num_replicas
     return options
+
+
+class _KeyGate:
+    """The façade's API keys in front of an endpoint: once any key exists, a caller needs a live key of the app's
+    tenant (any tenant's for an app of none) with scope ``submit``. Another tenant's key gets the 404 a missing
+    endpoint would. ``auth: none`` in the manifest opens the endpoint to anyone who reaches Serve."""
+
+    def __init__(self, mode: str, tenant: str | None) -> None:
+        self.mode = mode
+        self.tenant = tenant
+        self._keys: KeyStore | None = None
+
+    def _store(self) -> KeyStore:
+        if self._keys is None:
+            from ray_runtime.coordinator import connect
+            from ray_runtime.coordinator.handle import system_store
+
+            self._keys = KeyStore(system_store(connect(wait=False)), ttl_s=5.0)
+        return self._keys
+
+    async def check(self, headers: Any, path: str) -> None:
+        """Let the request through, or raise what the façade would (401, 403, 404)."""
+        if self.mode == "none":
+            return
+        keys = self._store()
+        key = credential(headers.get("authorization"))
+        if key is None:
+            if not await keys.any_keys():
+                return  # no key exists anywhere: a development cluster, open as the façade's dev mode is
+            raise AuthenticationError("this endpoint needs an API key: send 'Authorization: Bearer <key>'")
+        caller = await keys.caller(key)
+        if self.tenant is not None and not caller.owns(self.tenant):
+            raise NotFoundError(f"no route {path}")
+        if not caller.scope.allows(Scope.SUBMIT):
+            raise PermissionDeniedError(f"calling an endpoint needs scope 'submit' (yours: '{caller.scope.value}')")
 
 
 class _ServeReporter(Reporter):
@@ -148,10 +191,17 @@ class ActionDeployment:
     """One plugin action behind HTTP, streaming and WebSocket; see the module docstring."""
 
     def __init__(
-        self, plugin: str, action: str, entrypoint: str, tenant: str | None = None, folder: str | None = None
+        self,
+        plugin: str,
+        action: str,
+        entrypoint: str,
+        tenant: str | None = None,
+        folder: str | None = None,
+        auth: str = "keys",
     ) -> None:
         self.loaded = LoadedAction.load(plugin, action, Path(folder) if folder else Path.cwd(), entrypoint)
         self.reporter = _ServeReporter(tenant)
+        self.gate = _KeyGate(auth, tenant)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve calls this with the deployment's ``user_config``: adopt the resources version it names."""
@@ -162,8 +212,12 @@ class ActionDeployment:
         return self.loaded.context("serve", reporter=self.reporter)
 
     @api.get("/")
-    async def describe(self) -> dict[str, Any]:
+    async def describe(self, request: Request) -> Any:
         """What this endpoint runs and the JSON schema of its parameters."""
+        try:
+            await self.gate.check(request.headers, request.url.path)
+        except RayRuntimeError as exc:
+            return _error_response(exc)
         current = self.reporter.current
         return {
             "plugin": self.loaded.plugin,
@@ -178,6 +232,7 @@ class ActionDeployment:
     async def invoke(self, request: Request) -> Response:
         """Run the action on the JSON body; stream when it is a generator."""
         try:
+            await self.gate.check(request.headers, request.url.path)
             params = self.loaded.signature.validate(await request.body())
             if not self.loaded.signature.streaming:
                 return JSONResponse(await self.loaded.arun(params, self._context()))
@@ -193,6 +248,7 @@ class ActionDeployment:
         """Parameters in one message; chunks (or one result) out, then an end message."""
         await websocket.accept()
         try:
+            await self.gate.check(websocket.headers, websocket.url.path)
             params = self.loaded.signature.validate(await websocket.receive_text())
             if self.loaded.signature.streaming:
                 async for chunk in self.loaded.astream(params, self._context()):
@@ -218,4 +274,4 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     spec = plugin.action(args["action"])
     deployment = ActionDeployment.options(**deployment_options(spec))
     folder = str(plugin.path.resolve()) if "plugin_dir" in args else None
-    return deployment.bind(plugin.name, spec.name, spec.entrypoint, args.get("tenant"), folder)
+    return deployment.bind(plugin.name, spec.name, spec.entrypoint, args.get("tenant"), folder, spec.serve.auth)

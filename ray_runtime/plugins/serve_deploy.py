@@ -19,6 +19,7 @@ from typing import Any
 import ray
 
 from ray_runtime._ray import dashboard_url
+from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import InvalidArgumentError, ResourcesNotFoundError, ServerError, TimeoutError
 from ray_runtime.plugins.manifest import Plugin, resolve
 from ray_runtime.plugins.prepare import PreparedAction, prepare
@@ -203,7 +204,8 @@ def serve_plugin(
         raise InvalidArgumentError("actions", f"plugin {resolved.name!r} has no serve-mode action to deploy")
     url = _dashboard_url(dashboard_url)
     client = ServeSubmissionClient(url)
-    prepared = [prepare(resolved, name, "serve", submission_client=client) for name in names]
+    env_vars = {BOUND_TENANT_ENV: tenant} if tenant else None
+    prepared = [prepare(resolved, name, "serve", submission_client=client, env_vars=env_vars) for name in names]
     resources_id = _latest_resources(tenant) if any(p.spec.uses_resources for p in prepared) else None
     configs = [application_config(p, tenant=tenant, resources_id=resources_id) for p in prepared]
     return ray.get(serve_manager(url).apply.remote(configs, []))

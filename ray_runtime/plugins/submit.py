@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ray_runtime
+from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import PayloadTooLargeError
 from ray_runtime.plugins.manifest import Plugin
 from ray_runtime.plugins.prepare import PreparedAction, prepare
@@ -95,7 +96,8 @@ def submit_job(
     if ship_ray_runtime is None:
         ship_ray_runtime = not cluster_runs_ray_runtime(address)
     py_modules = [str(Path(ray_runtime.__file__).parent)] if ship_ray_runtime else None
-    prepared = prepare(plugin, action, "job", submission_client=client, py_modules=py_modules)
+    env_vars = {BOUND_TENANT_ENV: tenant} if tenant else None
+    prepared = prepare(plugin, action, "job", submission_client=client, py_modules=py_modules, env_vars=env_vars)
     local = local_action(prepared)
     if local is not None:
         params = local.signature.validate(params).model_dump(mode="json")

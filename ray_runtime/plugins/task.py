@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 
+from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import ActionFailedError, RayRuntimeError, ServerError, TimeoutError
 from ray_runtime.models.resources import ResourcesUpdate
 from ray_runtime.plugins.action import Context, LoadedAction, Reporter
@@ -111,8 +112,8 @@ def local_action(prepared: PreparedAction) -> LoadedAction | None:
     return _importable(prepared.plugin.path, prepared.plugin.name, spec.name, spec.entrypoint)
 
 
-def _prepare(plugin: Plugin | str | Path, action: str, params: Any) -> _Run:
-    prepared = prepare(plugin, action, "task")
+def _prepare(plugin: Plugin | str | Path, action: str, params: Any, tenant: str | None) -> _Run:
+    prepared = prepare(plugin, action, "task", env_vars={BOUND_TENANT_ENV: tenant} if tenant else None)
     local = local_action(prepared)
     validated = local.signature.validate(params).model_dump(mode="json") if local is not None else params
     return _Run(prepared, validated, local)
@@ -153,7 +154,7 @@ def run(
         ActionFailedError: The action raised.
         TimeoutError: ``timeout_s`` passed.
     """
-    prepared = _prepare(plugin, action, params)
+    prepared = _prepare(plugin, action, params, tenant)
     ref = prepared.submit(tenant, resources_id)
     try:
         return prepared.typed(ray.get(ref, timeout=timeout_s))
@@ -173,7 +174,7 @@ async def arun(
     timeout_s: float | None = None,
 ) -> Any:
     """The awaitable twin of :func:`run`."""
-    prepared = await asyncio.to_thread(_prepare, plugin, action, params)
+    prepared = await asyncio.to_thread(_prepare, plugin, action, params, tenant)
     ref = prepared.submit(tenant, resources_id)
     try:
         return prepared.typed(await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s))

@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import (
     CallerError,
     InvalidArgumentError,
@@ -237,7 +238,7 @@ def spawn_workers(
     Workers are spread over the nodes that fit them, so losing a node loses only its share (its leases expire
     and those tasks go to the others).
     """
-    prepared = prepare(plugin, action, "worker")
+    prepared = prepare(plugin, action, "worker", env_vars={BOUND_TENANT_ENV: tenant} if tenant else None)
     spec = prepared.spec
     queue = queue or spec.queue
     if queue is None:

@@ -71,7 +71,12 @@ def wait_running(client: httpx.Client, name: str) -> dict:
 
 def test_deploy_one_plugin_and_one_import_path_app_leaving_others_alone(facade, serve_url, bystander):
     text = {"text": "One. Two three."}
-    with facade.client("alpha") as alpha, facade.client("beta") as beta, facade.client("alpha-read") as reader:
+    with (
+        facade.client("alpha") as alpha,
+        facade.client("beta") as beta,
+        facade.client("alpha-read") as reader,
+        facade.client("root") as root,
+    ):
         deployed = alpha.put(
             "/api/v1/serve/applications/textstats", json={"plugin": "textstats", "actions": ["analyze"]}
         )
@@ -90,8 +95,13 @@ def test_deploy_one_plugin_and_one_import_path_app_leaving_others_alone(facade, 
         assert imported.status_code == 200, imported.text
         wait_running(alpha, "textstats.analyze")
         wait_running(alpha, "imported")
-        assert httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, timeout=60).json()["sentences"] == 2
-        assert len(httpx.post(f"{serve_url}/imported", json=text, timeout=60).text.strip().splitlines()) == 2
+        keyed = {"headers": facade.headers("alpha"), "timeout": 60}
+        assert httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, **keyed).json()["sentences"] == 2
+        assert len(httpx.post(f"{serve_url}/imported", json=text, **keyed).text.strip().splitlines()) == 2
+        unkeyed = httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, timeout=60)
+        assert unkeyed.status_code == 401  # plugin endpoints have the façade's keys in front
+        theirs = httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, headers=facade.headers("beta"))
+        assert theirs.status_code == 404  # another tenant's endpoint is as absent as a missing one
         assert httpx.get(bystander, timeout=60).text == "untouched"
 
         assert {"textstats.analyze", "imported"} <= {a["name"] for a in alpha.get("/api/v1/serve/applications").json()}
@@ -100,7 +110,7 @@ def test_deploy_one_plugin_and_one_import_path_app_leaving_others_alone(facade, 
         )
         assert beta.get("/api/v1/serve/applications/imported").status_code == 404
         assert beta.delete("/api/v1/serve/applications/imported").status_code == 404
-        taken = beta.put("/api/v1/serve/applications/imported", json={"import_path": "x:y"})
+        taken = root.put("/api/v1/serve/applications/imported", json={"import_path": "x:y"})
         assert taken.status_code == 409
         assert reader.put("/api/v1/serve/applications/imported", json={"import_path": "x:y"}).status_code == 403
         assert alpha.put("/api/v1/serve/applications/x", json={"plugin": "textstats"}).status_code == 400
@@ -110,16 +120,16 @@ def test_deploy_one_plugin_and_one_import_path_app_leaving_others_alone(facade, 
             lambda: alpha.get("/api/v1/serve/applications/imported").status_code == 404, 120, what="the app to go"
         )
         assert httpx.get(bystander, timeout=60).text == "untouched"
-        assert httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, timeout=60).status_code == 200
+        assert httpx.post(f"{serve_url}/plugins/textstats/analyze", json=text, **keyed).status_code == 200
 
 
 def test_health_and_metrics(facade):
     ready = httpx.get(f"{facade.url}/health/ready", timeout=30).json()
     assert ready["status"] == "ready" and set(ready["checks"]) == {"ray_gcs", "dashboard", "coordinator"}
     assert httpx.get(f"{facade.url}/metrics", timeout=30).status_code == 401
-    with facade.client("alpha-submit") as client:
+    with facade.client("alpha-submit") as client, facade.client("root") as root:
         client.post("/api/v1/queues/metered/tasks", json={"input": 1})
-        text = client.get("/metrics").text
+        text = root.get("/metrics").text
     assert 'ray_runtime_api_requests_total{method="GET",route="/health/ready",status="200"}' in text
     assert "ray_runtime_api_request_seconds_bucket" in text
     assert 'ray_runtime_tasks{status="queued"}' in text

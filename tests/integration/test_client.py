@@ -146,11 +146,11 @@ async def test_cluster_state(facade, kind):
 
 async def test_serve_applications_with_both_clients(facade, serve_url):
     async with (
-        opened("sync", facade.url, facade.keys["beta"]) as sync,
-        opened("async", facade.url, facade.keys["beta"]) as aio,
-    ):
+        opened("sync", facade.url, facade.keys["alpha"]) as sync,
+        opened("async", facade.url, facade.keys["alpha"]) as aio,
+    ):  # an import path runs the caller's own code: alpha's key was granted run_code
         [app] = await sync.deploy_plugin("echo")
-        assert app.name == "echo.say" and app.tenant == "beta"
+        assert app.name == "echo.say" and app.tenant == "alpha"
         imported = await aio.deploy_application(
             "echo-imported",
             "ray_runtime.plugins.serve:build_app",
@@ -167,7 +167,8 @@ async def test_serve_applications_with_both_clients(facade, serve_url):
 
             await async_wait_until(running, 240, interval_s=0.5, what=f"{name} to run")
         for path in ("/plugins/echo/say", "/echo-imported"):
-            assert httpx.post(f"{serve_url}{path}", json={"text": "hi"}, timeout=60).json() == {"text": "hi"}
+            said = httpx.post(f"{serve_url}{path}", json={"text": "hi"}, headers=facade.headers("alpha"), timeout=60)
+            assert said.json() == {"text": "hi"}
         assert {"echo.say", "echo-imported"} <= {a.name for a in await aio.list_applications()}
         await sync.delete_application("echo")
         await aio.delete_application("echo-imported")

@@ -60,7 +60,12 @@ def test_up_status_use_down(local_env, ray_cluster):
         assert client.wait_job(job.submission_id, timeout_s=120, poll_s=0.2).run.result["message"] == "Hello, up."
         with pytest.raises(AuthenticationError, match="API key is required"):
             RuntimeClient(state["api_url"]).list_jobs()
-    said = httpx.post(f"{state['serve_url']}/plugins/textstats/analyze", json={"text": "One. Two."}, timeout=60)
+    said = httpx.post(
+        f"{state['serve_url']}/plugins/textstats/analyze",
+        json={"text": "One. Two."},
+        headers={"authorization": f"Bearer {state['api_key']}"},
+        timeout=60,
+    )
     assert said.json()["sentences"] == 2
     listed = ray_runtime("job", "list", "--json", env=local_env)  # finds the runtime with no URL or key given
     assert listed.returncode == 0 and job.submission_id in listed.stdout

@@ -14,7 +14,10 @@ import websockets.sync.client as ws_client
 from ray import serve
 
 import ray_runtime as rr
-from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
+from ray_runtime.keys import KEYS_NAMESPACE, new_key
+from ray_runtime.models.api import Scope
+from ray_runtime.plugins.manifest import load
+from ray_runtime.plugins.serve_deploy import serve_plugin, unserve_plugin, wait_for_apps
 
 from ..conftest import FIXTURE_PLUGINS, PLUGINS
 from ..waiting import wait_until
@@ -62,12 +65,20 @@ def served(ray_cluster, serve_url, session_coordinator):
     for plugin in (PLUGINS / "textstats", PLUGINS / "rollout", FIXTURE_PLUGINS / "failing"):
         names += serve_plugin(plugin, tenant=TENANT, dashboard_url=ray_cluster["dashboard"])
     wait_for_apps(names, dashboard_url=ray_cluster["dashboard"])
-    return {"url": serve_url, "coord": coord, "v1": v1, "cli": cli.stdout}
+    key, record = new_key(TENANT, Scope.SUBMIT, "serve tests")
+    session_coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
+    yield {"url": serve_url, "coord": coord, "v1": v1, "cli": cli.stdout, "auth": {"authorization": f"Bearer {key}"}}
+    unserve_plugin("hello", ["greet"], dashboard_url=ray_cluster["dashboard"])
+    for plugin in (PLUGINS / "textstats", PLUGINS / "rollout", FIXTURE_PLUGINS / "failing"):
+        loaded = load(plugin)
+        actions = [a.name for a in loaded.manifest.actions.values() if "serve" in a.modes]
+        unserve_plugin(loaded.name, actions, dashboard_url=ray_cluster["dashboard"])
+    serve.delete("bystander")
 
 
 def post(served, path: str, body, **headers) -> httpx.Response:
     content = body if isinstance(body, bytes | str) else json.dumps(body)
-    return httpx.post(f"{served['url']}{path}", content=content, headers=headers, timeout=60)
+    return httpx.post(f"{served['url']}{path}", content=content, headers={**served["auth"], **headers}, timeout=60)
 
 
 def test_the_cli_served_hello_and_said_where(served):
@@ -80,7 +91,7 @@ def test_the_cli_served_hello_and_said_where(served):
 def test_post_returns_the_json_result_and_get_describes_the_action(served):
     stats = post(served, "/plugins/textstats/analyze", {"text": TEXT, "top": 2}).json()
     assert stats["sentences"] == 4 and stats["words"] == 11 and stats["top_words"] == [["do", 2], ["they", 2]]
-    description = httpx.get(f"{served['url']}/plugins/textstats/analyze", timeout=30).json()
+    description = httpx.get(f"{served['url']}/plugins/textstats/analyze", headers=served["auth"], timeout=30).json()
     assert description["streaming"] is False and "text" in description["params_schema"]["properties"]
 
 
@@ -103,7 +114,9 @@ def test_a_failing_action_gets_500_without_a_traceback(served):
 
 
 def test_a_generator_streams_ndjson_by_default_and_sse_on_request(served):
-    with httpx.stream("POST", f"{served['url']}/plugins/textstats/sentences", json={"text": TEXT}, timeout=60) as r:
+    with httpx.stream(
+        "POST", f"{served['url']}/plugins/textstats/sentences", json={"text": TEXT}, headers=served["auth"], timeout=60
+    ) as r:
         assert r.headers["content-type"].startswith("application/x-ndjson")
         chunks = [json.loads(line) for line in r.iter_lines() if line]
     assert [c["words"] for c in chunks] == [3, 3, 3, 2]
@@ -111,7 +124,7 @@ def test_a_generator_streams_ndjson_by_default_and_sse_on_request(served):
         "POST",
         f"{served['url']}/plugins/textstats/sentences",
         json={"text": TEXT},
-        headers={"accept": "text/event-stream"},
+        headers={"accept": "text/event-stream", **served["auth"]},
         timeout=60,
     ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -122,16 +135,22 @@ def test_a_generator_streams_ndjson_by_default_and_sse_on_request(served):
 
 def test_websocket_streams_chunks_then_end_and_reports_bad_params(served):
     url = served["url"].replace("http://", "ws://")
-    with ws_client.connect(f"{url}/plugins/textstats/sentences/ws", open_timeout=30) as ws:
+    with ws_client.connect(
+        f"{url}/plugins/textstats/sentences/ws", open_timeout=30, additional_headers=served["auth"]
+    ) as ws:
         ws.send(json.dumps({"text": TEXT}))
         messages = [json.loads(m) for m in ws]
     assert [m["type"] for m in messages] == ["chunk"] * 4 + ["end"]
     assert messages[1]["data"]["sentence"] == "Plugins become endpoints!"
-    with ws_client.connect(f"{url}/plugins/textstats/analyze/ws", open_timeout=30) as ws:
+    with ws_client.connect(
+        f"{url}/plugins/textstats/analyze/ws", open_timeout=30, additional_headers=served["auth"]
+    ) as ws:
         ws.send(json.dumps({"text": TEXT}))
         result, end = json.loads(ws.recv()), json.loads(ws.recv())
     assert result["type"] == "result" and result["data"]["sentences"] == 4 and end == {"type": "end"}
-    with ws_client.connect(f"{url}/plugins/textstats/analyze/ws", open_timeout=30) as ws:
+    with ws_client.connect(
+        f"{url}/plugins/textstats/analyze/ws", open_timeout=30, additional_headers=served["auth"]
+    ) as ws:
         ws.send(json.dumps({"top": 3}))
         error = json.loads(ws.recv())
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:

@@ -5,6 +5,7 @@ against the real façade in tests/integration/test_client.py."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -160,11 +161,16 @@ async def test_the_tail_resumes_at_the_last_offset_with_every_line_once_async():
     assert tails.offsets == [0, 21, 42]
 
 
-def test_the_tail_gives_up_after_repeated_failures_naming_the_offset():
-    tails = Tails(cuts=100, cut_after=0)  # every connection drops before its first frame
-    with client(tails) as api, pytest.raises(UnavailableError, match="offset=") as info:
+def test_the_tail_keeps_reconnecting_for_its_time_budget_then_names_the_offset():
+    tails = Tails(cuts=10_000, cut_after=0)  # every connection drops before its first frame
+    config = ClientConfig(backoff_s=0.01, backoff_max_s=0.02, reconnect_for_s=0.5)
+    api = RuntimeClient("http://rr.test", config=config, transport=httpx.MockTransport(tails))
+    started = time.monotonic()
+    with api, pytest.raises(UnavailableError, match="offset=") as info:
         list(api.tail_job_logs("raysubmit_1", protocol="http"))
     assert "resume later" in info.value.message
+    assert 0.5 <= time.monotonic() - started < 5, "the reconnect budget is a time, not a count"
+    assert len(tails.offsets) > 5
 
 
 def test_the_tail_enforces_its_limits_on_the_client_too():

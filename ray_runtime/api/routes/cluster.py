@@ -1,8 +1,8 @@
 """Cluster state through Ray's State API: nodes, actors, tasks, workers, placement groups.
 
 Listings say when Ray truncated them (``truncated``, ``total``). Nodes are visible to every caller; actors,
-tasks, workers and placement groups only where they belong to the caller's tenant's jobs (a tenant's admin is not a
-cluster admin). Jobs started around the façade (plain drivers) belong to ``default``.
+tasks, workers and placement groups only where they belong to the caller's tenant's jobs. Jobs started around the
+façade (plain drivers, jobs submitted straight to the dashboard) belong to no tenant: only cluster admins see them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from fastapi import APIRouter, Query
 
 from ray_runtime.api.deps import ItemId, Reader, ServicesDep
 from ray_runtime.api.jobs_access import job_tenant
-from ray_runtime.api.keys import Caller
 from ray_runtime.api.services import Services
 from ray_runtime.errors import InvalidArgumentError, NotFoundError
+from ray_runtime.keys import Caller
 from ray_runtime.models.api import ClusterListing
 
 router = APIRouter(prefix="/api/v1/cluster", tags=["cluster"])
@@ -71,9 +71,7 @@ async def _tenant_job_ids(services: Services, caller: Caller) -> set[str]:
     return {
         job["job_id"]
         for job in jobs
-        if job.get("job_id")
-        and job_tenant(job) == caller.tenant
-        and (job.get("submission_id") or caller.tenant == "default")
+        if job.get("job_id") and caller.owns(job_tenant(job) if job.get("submission_id") else None)
     }
 
 

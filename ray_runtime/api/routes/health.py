@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ray_runtime.api.deps import Reader, ServicesDep
+from ray_runtime.api.deps import ClusterAdmin, ServicesDep
 from ray_runtime.models.api import HealthCheck, HealthReport
 
 router = APIRouter(tags=["health"])
@@ -45,8 +45,8 @@ async def ready(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request, services: ServicesDep, caller: Reader) -> Response:
-    """Prometheus text: request counts and latencies, log streams, coordinator tasks by status."""
+async def metrics(request: Request, services: ServicesDep, caller: ClusterAdmin) -> Response:
+    """Prometheus text (cluster-wide, so a cluster admin's): request counts and latencies, log streams, tasks."""
     metrics = request.app.state.metrics
     metrics.streams.set(services.logs.active_streams if services.logs else 0)
     info = await services.coordinator.info()

@@ -12,26 +12,32 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
 
+from ray_runtime.api.dashboard import reason_of
 from ray_runtime.api.deps import Reader, ServicesDep, SubmissionId, Submitter
 from ray_runtime.api.jobs_access import (
     ACTION,
     PLUGIN,
     SUBMITTED_BY,
+    admit_job,
     job_tenant,
     owned_job,
     scoped_metadata,
     visible_jobs,
 )
-from ray_runtime.api.keys import Caller
+from ray_runtime.api.ray_checks import check_runtime_env
 from ray_runtime.api.services import Services
 from ray_runtime.api.settings import StreamLimits
+from ray_runtime.api.sockets import refuse
+from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import (
     BadRequestError,
     ConflictError,
     InvalidArgumentError,
+    PermissionDeniedError,
     RayRuntimeError,
 )
-from ray_runtime.models.api import JobInfo, JobPage, JobStatus, JobSubmitRequest, LogFrame, LogRange
+from ray_runtime.keys import Caller
+from ray_runtime.models.api import JobInfo, JobPage, JobStatus, JobSubmitRequest, LogRange
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -62,10 +68,12 @@ async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) ->
     from ray_runtime.plugins.submit import job_client, submit_prepared
 
     metadata = scoped_metadata(caller, body.metadata)
+    await admit_job(services, caller)
     try:
         if body.plugin is not None:
             plugin = services.catalog.get(body.plugin)
-            prepared = await asyncio.to_thread(prepare, plugin, body.action, "job")
+            bound = {BOUND_TENANT_ENV: caller.tenant}
+            prepared = await asyncio.to_thread(prepare, plugin, body.action, "job", env_vars=bound)
             params = await services.catalog.validate(prepared, body.params)  # in the plugin's env, not here
             return await asyncio.to_thread(
                 submit_prepared,
@@ -76,10 +84,17 @@ async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) ->
                 submission_id=body.submission_id,
                 metadata=metadata,
             )
+        if not caller.run_code:
+            raise PermissionDeniedError(
+                "a raw entrypoint runs your own code: it needs a key a cluster admin granted run_code; "
+                "submit an installed plugin (plugin, action, params) instead"
+            )
+        env = check_runtime_env("runtime_env", body.runtime_env) or {}
+        env = {**env, "env_vars": {**env.get("env_vars", {}), BOUND_TENANT_ENV: caller.tenant}}
         return await asyncio.to_thread(
             job_client(services.dashboard.url).submit_job,
             entrypoint=body.entrypoint,
-            runtime_env=body.runtime_env,
+            runtime_env=env,
             submission_id=body.submission_id,
             metadata=metadata,
             entrypoint_num_cpus=body.entrypoint_num_cpus,
@@ -91,8 +106,8 @@ async def _submit(services: Services, caller: Caller, body: JobSubmitRequest) ->
         raise
     except RuntimeError as exc:  # what JobSubmissionClient raises for the dashboard's refusals
         if "already exists" in str(exc):
-            raise ConflictError(f"submission id {body.submission_id!r} is taken") from None
-        raise BadRequestError(f"Ray refused the job: {exc}") from None
+            raise ConflictError(f"submission id {body.submission_id!r} is taken; choose another") from None
+        raise BadRequestError(f"Ray refused the job: {reason_of(str(exc))}") from None
 
 
 @router.post("", status_code=201)
@@ -110,9 +125,11 @@ def _encode_cursor(job: dict[str, Any]) -> str:
 def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         start, submission_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(start), str(submission_id)
     except (ValueError, TypeError):
-        raise InvalidArgumentError("cursor", "is not a cursor this API returned") from None
+        start = submission_id = None
+    if isinstance(start, bool) or not isinstance(start, int) or not isinstance(submission_id, str):
+        raise InvalidArgumentError("cursor", "is not a cursor this API returned")
+    return start, submission_id
 
 
 @router.get("")
@@ -263,9 +280,7 @@ async def websocket_logs(
         caller = await services.auth.authenticate(websocket.headers)
         await owned_job(services, caller, submission_id)
     except RayRuntimeError as exc:
-        await websocket.accept()
-        await websocket.send_json(LogFrame(type="error", offset=offset, error=exc.to_wire()["error"]).model_dump())
-        await websocket.close(code=1008 if exc.http_status < 500 else 1011, reason=exc.code)
+        await refuse(websocket, exc)
         return
     await websocket.accept()
     limits = _limits(

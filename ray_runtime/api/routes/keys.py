@@ -1,5 +1,5 @@
-"""API keys of the caller's tenant (admin scope): create, list, revoke. Keys for a new tenant come from the
-cluster operator's ``ray-runtime keys create``."""
+"""API keys: create, list, revoke. A tenant's admin manages its own tenant's keys; a cluster admin manages any
+tenant's, and is the only one who may grant ``cluster_admin`` or ``run_code``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ray_runtime.api.deps import Admin, ServicesDep
-from ray_runtime.api.keys import KEYS_NAMESPACE, StoredKey, new_key
+from ray_runtime.checks import NAME
 from ray_runtime.errors import NotFoundError, PermissionDeniedError
+from ray_runtime.keys import KEYS_NAMESPACE, StoredKey, new_key
 from ray_runtime.models.api import ApiKey, KeyCreated, KeyCreateRequest
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
@@ -18,28 +19,31 @@ router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
 @router.post("", status_code=201)
 async def create(body: KeyCreateRequest, caller: Admin, services: ServicesDep) -> KeyCreated:
-    """A new key for your own tenant; the key is in this response only."""
-    if body.tenant != caller.tenant:
-        raise PermissionDeniedError("keys can be made for your own tenant only")
-    key, record = new_key(body.tenant, body.scope, body.name)
+    """A new key; the key is in this response only."""
+    if body.tenant != caller.tenant and not caller.cluster_admin:
+        raise PermissionDeniedError("keys can be made for your own tenant only (a cluster admin can make any)")
+    if (body.cluster_admin or body.run_code) and not caller.cluster_admin:
+        raise PermissionDeniedError("only a cluster admin may grant cluster_admin or run_code")
+    key, record = new_key(body.tenant, body.scope, body.name, cluster_admin=body.cluster_admin, run_code=body.run_code)
     await services.coordinator.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"), if_absent=True)
     return KeyCreated(key=key, info=record.info())
 
 
 @router.get("")
 async def list_keys(caller: Admin, services: ServicesDep) -> list[ApiKey]:
+    """Your tenant's keys (a cluster admin's listing has every tenant's)."""
     records = await services.coordinator.kv.items(KEYS_NAMESPACE)
     keys = (StoredKey.model_validate(raw).info() for raw in records.values())
-    return [key for key in keys if key.tenant == caller.tenant]
+    return [key for key in keys if key.tenant == caller.tenant or caller.cluster_admin]
 
 
 @router.delete("/{key_id}", status_code=204)
 async def revoke(key_id: str, caller: Admin, services: ServicesDep) -> Response:
-    """Revoke a key of your tenant; it stops working within the façade's key cache time."""
-    raw = await services.coordinator.kv.get(KEYS_NAMESPACE, key_id)
+    """Revoke a key; it stops working within the façade's key cache time."""
+    raw = await services.coordinator.kv.get(KEYS_NAMESPACE, key_id) if NAME.matches(key_id) else None
     record = StoredKey.model_validate(raw) if raw is not None else None
-    if record is None or record.tenant != caller.tenant:
-        raise NotFoundError(f"no API key {key_id!r}")
+    if record is None or (record.tenant != caller.tenant and not caller.cluster_admin):
+        raise NotFoundError(f"no API key {key_id!r}", key_id=key_id)
     revoked = record.model_copy(update={"revoked_at": record.revoked_at or time.time()})
     await services.coordinator.kv.put(KEYS_NAMESPACE, key_id, revoked.model_dump(mode="json"))
     services.keys.forget(key_id)

@@ -4,6 +4,9 @@
 the result, ``GET /resources/latest`` and ``GET /resources/{id}`` serve resources versions. Wire-compatible with that
 project's ``TaskIfAny``, ``Task``, ``ResourcesUpdate`` and ``RolloutLegacy``. Its client sends no auth header, so
 the key can also be the password of HTTP Basic auth (``http://user:KEY@host:port``).
+
+That client's parser knows two resource types, ``llm`` and ``prompt_template``; one resource of another type
+(``json``) would make it reject the whole update, so such resources are left out of what these routes serve.
 """
 
 from __future__ import annotations
@@ -62,10 +65,17 @@ class LegacyResourcesUpdate(BaseModel):
     version: int
 
 
+_LEGACY_TYPES = frozenset({"llm", "prompt_template"})  # what Agent Lightning's legacy parser accepts
+
+
 def _legacy(update: ResourcesUpdate) -> LegacyResourcesUpdate:
     return LegacyResourcesUpdate(
         resources_id=update.resources_id,
-        resources={name: resource.model_dump(mode="json") for name, resource in update.resources.items()},
+        resources={
+            name: resource.model_dump(mode="json")
+            for name, resource in update.resources.items()
+            if resource.resource_type in _LEGACY_TYPES
+        },
         create_time=update.created_at,
         update_time=update.created_at,
         version=update.version,

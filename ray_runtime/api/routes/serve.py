@@ -1,8 +1,12 @@
 """Serve applications of the caller's tenant: list, get, deploy or replace one, delete one; others stay untouched.
 
 Writes go through the cluster's ServeManager, which merges one application into Serve's declarative config
-(Ray's REST API replaces the whole config). Which tenant owns an application is kept in the coordinator's
-system store; applications deployed around the façade belong to ``default``.
+(Ray's REST API replaces the whole config; unchanged applications are not redeployed, though Serve stamps them
+with the new deploy time). Which tenant owns an application is kept in the coordinator's system store;
+applications deployed around the façade belong to no tenant and only cluster admins see them.
+
+Application names (and route prefixes) are one namespace in Serve: choosing a name another tenant uses answers
+409, the one bit of another tenant's existence a create reveals (reads never do).
 """
 
 from __future__ import annotations
@@ -14,9 +18,17 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ray_runtime.api.deps import Admin, ItemId, Reader, ServicesDep
-from ray_runtime.api.keys import Caller
+from ray_runtime.api.ray_checks import check_serve_application
 from ray_runtime.api.services import Services
-from ray_runtime.errors import ConflictError, InvalidArgumentError, NotFoundError
+from ray_runtime.config import BOUND_TENANT_ENV
+from ray_runtime.errors import (
+    BadRequestError,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from ray_runtime.keys import Caller
 from ray_runtime.models.api import ServeApplication, ServeDeployRequest
 
 router = APIRouter(prefix="/api/v1/serve/applications", tags=["serve"])
@@ -27,7 +39,7 @@ async def _details(services: Services) -> dict[str, Any]:
     return (await services.dashboard.json("GET", "/api/serve/applications/")).get("applications") or {}
 
 
-def _model(name: str, app: dict[str, Any] | None, tenant: str) -> ServeApplication:
+def _model(name: str, app: dict[str, Any] | None, tenant: str | None) -> ServeApplication:
     app = app or {}
     return ServeApplication(
         name=name,
@@ -43,35 +55,56 @@ def _model(name: str, app: dict[str, Any] | None, tenant: str) -> ServeApplicati
     )
 
 
-async def _owners(services: Services) -> dict[str, str]:
-    return await services.coordinator.kv.items(OWNERS)
+def _no_app(name: str) -> NotFoundError:
+    return NotFoundError(f"Serve application {name!r} does not exist", name=name)
+
+
+async def _visible(services: Services, caller: Caller) -> tuple[dict[str, Any], dict[str, str]]:
+    """The applications the caller may see, and every application's owner."""
+    details, owners = await asyncio.gather(_details(services), services.coordinator.kv.items(OWNERS))
+    return {name: app for name, app in details.items() if caller.owns(owners.get(name))}, owners
 
 
 @router.get("")
 async def list_applications(caller: Reader, services: ServicesDep) -> list[ServeApplication]:
-    details, owners = await asyncio.gather(_details(services), _owners(services))
-    return [
-        _model(name, app, caller.tenant)
-        for name, app in sorted(details.items())
-        if owners.get(name, "default") == caller.tenant
-    ]
+    visible, owners = await _visible(services, caller)
+    return [_model(name, app, owners.get(name)) for name, app in sorted(visible.items())]
 
 
 @router.get("/{name}")
 async def get_application(name: ItemId, caller: Reader, services: ServicesDep) -> ServeApplication:
-    details, owners = await asyncio.gather(_details(services), _owners(services))
-    if name not in details or owners.get(name, "default") != caller.tenant:
-        raise NotFoundError(f"no Serve application {name!r}")
-    return _model(name, details[name], caller.tenant)
+    visible, owners = await _visible(services, caller)
+    if name not in visible:
+        raise _no_app(name)
+    return _model(name, visible[name], owners.get(name))
 
 
-async def _claim_names(services: Services, caller: Caller, names: list[str]) -> None:
-    owners = await _owners(services)
-    details = await _details(services)
+async def _check_free(services: Services, caller: Caller, names: list[str], route_prefixes: list[str]) -> None:
+    """Refuse names and route prefixes another tenant (or nobody's app) holds: 409, the documented bit."""
+    details, owners = await asyncio.gather(_details(services), services.coordinator.kv.items(OWNERS))
     for name in names:
-        owner = owners.get(name) or ("default" if name in details else None)
-        if owner not in (None, caller.tenant):
-            raise ConflictError(f"the Serve application name {name!r} is taken")
+        if name in details and owners.get(name) != caller.tenant:
+            raise ConflictError(f"the Serve application name {name!r} is taken; choose another", name=name)
+    taken = {app.get("route_prefix"): n for n, app in details.items() if n not in names}
+    for prefix in route_prefixes:
+        if prefix in taken and owners.get(taken[prefix]) != caller.tenant:
+            raise ConflictError(f"the route prefix {prefix!r} is taken; choose another", route_prefix=prefix)
+
+
+async def _apply(services: Services, upserts: list[dict[str, Any]], deletes: list[str]) -> list[str]:
+    """Merge into Serve's config through the ServeManager; Serve's refusal is the caller's 400, not a 500."""
+    import ray
+
+    from ray_runtime.plugins.serve_deploy import serve_manager
+
+    try:
+        return await serve_manager(services.dashboard.url).apply.remote(upserts, deletes)
+    except ray.exceptions.RayTaskError as exc:
+        reason = str(exc.cause).strip().splitlines()
+        raise BadRequestError(f"Serve refused the application: {reason[-1] if reason else exc.cause}") from None
+
+
+async def _record_owner(services: Services, caller: Caller, names: list[str]) -> None:
     for name in names:
         await services.coordinator.kv.put(OWNERS, name, caller.tenant)
 
@@ -80,29 +113,36 @@ async def _claim_names(services: Services, caller: Caller, names: list[str]) -> 
 async def deploy(
     name: ItemId, body: ServeDeployRequest, caller: Admin, services: ServicesDep
 ) -> list[ServeApplication]:
-    """Deploy or replace: a plugin's serve actions (``name`` is the plugin) or one import-path application."""
-    from ray_runtime.plugins.manifest import PluginRegistry
-    from ray_runtime.plugins.serve import app_name
-    from ray_runtime.plugins.serve_deploy import serve_manager, serve_plugin
+    """Deploy or replace: a plugin's serve actions (``name`` is the plugin), or one import-path application (an
+    application of your own code: the key needs ``run_code``)."""
+    from ray_runtime.plugins.serve import app_name, route_prefix
+    from ray_runtime.plugins.serve_deploy import serve_plugin
 
     if body.plugin is not None:
         if body.plugin != name:
             raise InvalidArgumentError("plugin", f"must be the application name {name!r} for a plugin deployment")
-        plugin = PluginRegistry(services.settings.plugins_dir).get(body.plugin)
+        plugin = services.catalog.get(body.plugin)
         actions = body.actions or [s.name for s in plugin.manifest.actions.values() if "serve" in s.modes]
-        await _claim_names(services, caller, [app_name(plugin.name, action) for action in actions])
+        for action in actions:
+            plugin.action(action)
+        names = [app_name(plugin.name, action) for action in actions]
+        await _check_free(services, caller, names, [route_prefix(plugin.name, a) for a in actions])
         names = await asyncio.to_thread(
             serve_plugin, plugin, tenant=caller.tenant, actions=actions, dashboard_url=services.dashboard.url
         )
     else:
-        config = {"name": name, "import_path": body.import_path}
-        config |= {
-            k: v
-            for k, v in body.model_dump(include={"args", "runtime_env", "route_prefix", "deployments"}).items()
-            if v is not None
-        }
-        await _claim_names(services, caller, [name])
-        names = await serve_manager(services.dashboard.url).apply.remote([config], [])
+        if not caller.run_code:
+            raise PermissionDeniedError(
+                "deploying an import path runs your own code: it needs a key a cluster admin granted run_code; "
+                "deploy an installed plugin instead"
+            )
+        fields = body.model_dump(include={"args", "runtime_env", "route_prefix", "deployments"}, exclude_none=True)
+        config = check_serve_application({"name": name, "import_path": body.import_path, **fields})
+        env = config.setdefault("runtime_env", {})
+        env["env_vars"] = {**env.get("env_vars", {}), BOUND_TENANT_ENV: caller.tenant}
+        await _check_free(services, caller, [name], [config.get("route_prefix") or f"/{name}"])
+        names = await _apply(services, [config], [])
+    await _record_owner(services, caller, names)
     details = await _details(services)
     return [_model(n, details.get(n), caller.tenant) for n in names]
 
@@ -110,16 +150,11 @@ async def deploy(
 @router.delete("/{name}", status_code=204)
 async def delete(name: ItemId, caller: Admin, services: ServicesDep) -> Response:
     """Delete one application (or, given a plugin name, all of that plugin's applications)."""
-    from ray_runtime.plugins.serve_deploy import serve_manager
-
-    owners = await _owners(services)
-    details = await _details(services)
-    names = [
-        n for n in details if (n == name or n.startswith(f"{name}.")) and owners.get(n, "default") == caller.tenant
-    ]
+    visible, _ = await _visible(services, caller)
+    names = [n for n in visible if n == name or n.startswith(f"{name}.")]
     if not names:
-        raise NotFoundError(f"no Serve application {name!r}")
-    await serve_manager(services.dashboard.url).apply.remote([], names)
+        raise _no_app(name)
+    await _apply(services, [], names)
     for n in names:
         await services.coordinator.kv.delete(OWNERS, n)
     return Response(status_code=204)
