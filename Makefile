@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.coordinator
 	$(BIN)/python -m bench.plugins
 	$(BIN)/python -m bench.api
+
+fuzz: $(STAMP)  # schemathesis over every operation for 20 minutes (CI runs one minute of it in make test)
+	RAY_RUNTIME_FUZZ_S=1200 $(BIN)/pytest -q --timeout 3000 tests/integration/test_api_schema.py
+
+soak: $(STAMP)  # 30 minutes of mixed traffic; prints the façade's and the coordinator's growth
+	$(BIN)/python -m bench.soak --minutes $${SOAK_MINUTES:-30}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -246,6 +246,7 @@ def main() -> None:
     os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(temp, "storage")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     context = ray.init(
+        address="local",  # a cluster of its own, never one already running here
         num_cpus=4,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
@@ -258,7 +259,7 @@ def main() -> None:
     processes: list[subprocess.Popen[str]] = []
     try:
         coord = rr.connect()
-        key, record = new_key("bench", Scope.ADMIN, "bench")
+        key, record = new_key("bench", Scope.ADMIN, "bench", run_code=True)  # it submits raw entrypoints
         coord.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
         process, facade = start_facade(context.address_info["address"], {})
         no_cache = {"RAY_RUNTIME_API_FINISHED_JOB_CACHE_S": "0", "RAY_RUNTIME_API_JOB_LIST_CACHE_S": "0"}

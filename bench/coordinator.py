@@ -266,7 +266,9 @@ def main() -> None:
     if args.quick:
         runs, n_single, n_batched, big, samples = 2, 200, 2_000, 20_000, 100
     temp = tempfile.mkdtemp(prefix="rrb-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=os.path.join(temp, "ray"), log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _temp_dir=os.path.join(temp, "ray"), log_to_driver=False
+    )
     try:
         figures = run(runs, n_single, n_batched, big, samples)
     finally:

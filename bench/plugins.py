@@ -220,6 +220,7 @@ def main() -> None:
     os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(temp, "storage")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     context = ray.init(
+        address="local",  # a cluster of its own, never one already running here
         num_cpus=4,
         include_dashboard=True,
         dashboard_host="127.0.0.1",

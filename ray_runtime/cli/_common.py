@@ -233,7 +233,7 @@ class Connection(BaseModel):
 def resolve_connection(url: str | None, api_key: str | None, tenant: str | None) -> Connection:
     """Flags and env (Typer reads both) win; then ``$RAY_RUNTIME_CONFIG`` or ~/.config/ray-runtime/config.toml;
     then the local runtime of ``ray-runtime up``."""
-    from ray_runtime.local import load_state, local_dir
+    from ray_runtime.local import find_runtime
 
     found: dict[str, Any] = {"url": url, "api_key": api_key, "tenant": tenant}
     config_path = Path(os.environ.get("RAY_RUNTIME_CONFIG", CONFIG_FILE)).expanduser()
@@ -246,14 +246,15 @@ def resolve_connection(url: str | None, api_key: str | None, tenant: str | None)
             if found[name] is None and config.get(name) is not None:
                 found[name] = str(config[name])
     if found["url"] is None:
-        state = load_state(local_dir())
+        state = find_runtime()
         if state is not None:
             found["url"] = state.api_url
             found["api_key"] = found["api_key"] or state.api_key
     if found["url"] is None:
         raise UnavailableError(
             "no ray_runtime API to talk to: pass --url, set RAY_RUNTIME_URL, write url = ... in "
-            f"{CONFIG_FILE}, or start a local runtime with `ray-runtime up`"
+            f"{CONFIG_FILE}, or start a local runtime with `ray-runtime up` (one started with --dir elsewhere: "
+            "set RAY_RUNTIME_LOCAL_DIR)"
         )
     return Connection(**found)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -33,9 +34,13 @@ _COMPONENTS = {
 
 
 def _dir(given: Path | None) -> Path:
-    from ray_runtime.local import local_dir
+    """``--dir``, else ``$RAY_RUNTIME_LOCAL_DIR``, else the runtime ``up`` started (any ``--dir``), else the default."""
+    from ray_runtime.local import find_runtime, local_dir
 
-    return (given or local_dir()).expanduser()
+    if given is not None or os.environ.get("RAY_RUNTIME_LOCAL_DIR"):
+        return (given or local_dir()).expanduser()
+    running = find_runtime()
+    return running.dir if running is not None else local_dir()
 
 
 def up(

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from ray_runtime.client import NotFoundError, RuntimeClient
 
 from ..conftest import unique
+from ..waiting import wait_until
 from .test_api_jobs import wait_terminal
 
 PACKAGE_LIMIT = 100 * 2**20
@@ -248,10 +249,15 @@ def test_refused_writes_are_audited_with_key_and_tenant(facade, ray_cluster):
         assert reader.post("/api/v1/queues/q/tasks", json={"input": 1}).status_code == 403
         assert reader.post("/api/v1/queues/q/tasks", content=b"x" * (5 * 2**20)).status_code == 413
     key_id = facade.keys["alpha-read"].split("_")[1]
-    entries = [json.loads(line) for line in (Path(ray_cluster["root"]) / "audit.jsonl").read_text().splitlines()]
-    mine = [e for e in entries if e["key_id"] == key_id and e["action"] == "POST /api/v1/queues/q/tasks"]
-    assert {e["status"] for e in mine} >= {403, 413}
-    assert all(e["tenant"] == "alpha" and e["outcome"] == "refused" for e in mine)
+    audit = Path(ray_cluster["root"]) / "audit.jsonl"
+
+    def mine() -> list[dict]:
+        entries = [json.loads(line) for line in audit.read_text().splitlines()]
+        return [e for e in entries if e["key_id"] == key_id and e["action"] == "POST /api/v1/queues/q/tasks"]
+
+    # written after the answer (a refused caller may hang up at once), so read with a deadline
+    wait_until(lambda: {e["status"] for e in mine()} >= {403, 413}, 30, what="both refusals in the audit log")
+    assert all(e["tenant"] == "alpha" and e["outcome"] == "refused" for e in mine())
     assert facade.keys["alpha-read"] not in (Path(ray_cluster["root"]) / "audit.jsonl").read_text()
 
 

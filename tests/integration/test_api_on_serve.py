@@ -61,4 +61,5 @@ def test_ray_job_list_through_the_serve_hosted_facade(served_facade, facade):
         timeout=120,
     )
     assert listed.returncode == 0, listed.stderr
-    assert "Hello" not in listed.stdout
+    alphas = httpx.get(f"{facade.url}/api/v1/jobs", headers=facade.headers("alpha"), timeout=60).json()["items"]
+    assert alphas and not [job["submission_id"] for job in alphas if job["submission_id"] in listed.stdout]

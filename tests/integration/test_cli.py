@@ -193,3 +193,29 @@ main()
     assert isinstance(json.loads(listed.stdout), list)
     refused = run("keys", "list")
     assert refused.returncode == 2 and "pip install 'ray-runtime[cluster]'" in refused.stderr
+
+
+def test_cluster_commands_say_which_cluster_they_joined_and_never_guess(ray_cluster, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_RUNTIME_LOCAL_DIR"] = str(tmp_path / "none")  # no local runtime of a developer's to find
+    named = subprocess.run(
+        [sys.executable, "-m", "ray_runtime", "keys", "list", "--json", "--address", ray_cluster["address"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert named.returncode == 0, named.stderr
+    assert f"joined the Ray cluster at {ray_cluster['address']} (--address)" in named.stderr.replace("\n", " ")
+    unnamed = subprocess.run(
+        [sys.executable, "-m", "ray_runtime", "keys", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    said = unnamed.stderr.replace("\n", " ")
+    if unnamed.returncode == 0:  # the session's cluster is the only one on this machine: joined, and said so
+        assert "the only Ray cluster running on this machine" in said
+    else:  # another Ray runs here too (a developer's): it refuses to pick one
+        assert unnamed.returncode == 3 and "none was named" in said, said
