@@ -40,10 +40,17 @@ class CoordinatorSettings(BaseSettings):
     resources_keep: int = Field(default=20, ge=1, description="Unreferenced resource versions kept.")
     worker_ttl_s: float = Field(default=600.0, gt=0, description="Idle workers forgotten after this long.")
     runs_retention: int = Field(default=10_000, ge=1, description="Finished plugin runs kept.")
+    session_retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Closed sessions (and their snapshots) kept this long."
+    )
 
     def journal_path(self, name: str) -> Path:
         """Where the coordinator called ``name`` keeps its journal."""
         return self.storage.expanduser() / "coordinator" / f"{name}.sqlite3"
+
+    def snapshot_dir(self, name: str) -> Path:
+        """Where the coordinator called ``name`` keeps session snapshots."""
+        return self.storage.expanduser() / "coordinator" / f"{name}-sessions"
 
 
 class Settings(BaseSettings):
@@ -55,4 +62,5 @@ class Settings(BaseSettings):
     namespace: str = "ray_runtime"
     coordinator_name: str = "coordinator"
     tenant: str = "default"
+    plugins_dir: Path = Field(default=Path("plugins"), description="Where session templates (plugins) are found.")
     call_timeout_s: float = Field(default=60.0, gt=0, description="Deadline for one coordinator call.")

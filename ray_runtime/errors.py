@@ -16,16 +16,26 @@ The tree is split first by who must act, which is also the retry rule::
     │   │   ├── RunNotFoundError                 run_not_found
     │   │   ├── TaskNotFoundError                task_not_found
     │   │   ├── AttemptNotFoundError             attempt_not_found
-    │   │   └── ResourcesNotFoundError           resources_not_found
+    │   │   ├── ResourcesNotFoundError           resources_not_found
+    │   │   ├── TemplateNotFoundError            template_not_found
+    │   │   └── SessionNotFoundError             session_not_found
     │   ├── ConflictError                        conflict               409
     │   │   ├── StaleAttemptError                stale_attempt               fencing: not the live attempt
-    │   │   └── TaskFinishedError                task_finished               terminal states are final
+    │   │   ├── TaskFinishedError                task_finished               terminal states are final
+    │   │   ├── SessionBusyError                 session_busy                a turn runs (busy: reject)
+    │   │   ├── SessionPausedError               session_paused              resume it first
+    │   │   ├── SessionClosedError               session_closed              closed, or in error
+    │   │   └── RestoreRefusedError              restore_refused             the template refused a snapshot
     │   ├── PayloadTooLargeError                 payload_too_large      413
-    │   │   └── PackageTooLargeError             package_too_large      413
+    │   │   ├── PackageTooLargeError             package_too_large      413
+    │   │   └── SnapshotTooLargeError            snapshot_too_large     413
     │   └── RateLimitError                       rate_limited           429
     │       └── StreamLimitError                 stream_limit           429
     └── ServerError          transient or server-side; a retry may help
         ├── ActionFailedError                    action_failed          500  a plugin action raised
+        ├── InvocationError                      invocation_failed      500  an agent's turn raised (its code kept)
+        ├── SessionCreationError                 session_creation_failed 500 the agent could not be built
+        ├── SnapshotFailedError                  snapshot_failed        500  the agent's snapshot() raised
         ├── TimeoutError                         timeout                408  also a builtins.TimeoutError
         ├── InternalError                        internal               500
         └── UnavailableError                     unavailable            503
@@ -52,6 +62,7 @@ __all__ = [
     "CoordinatorUnavailableError",
     "InternalError",
     "InvalidArgumentError",
+    "InvocationError",
     "ManifestError",
     "NotFoundError",
     "PackageError",
@@ -62,12 +73,21 @@ __all__ = [
     "RateLimitError",
     "RayRuntimeError",
     "ResourcesNotFoundError",
+    "RestoreRefusedError",
     "RunNotFoundError",
     "ServerError",
+    "SessionBusyError",
+    "SessionClosedError",
+    "SessionCreationError",
+    "SessionNotFoundError",
+    "SessionPausedError",
+    "SnapshotFailedError",
+    "SnapshotTooLargeError",
     "StaleAttemptError",
     "StreamLimitError",
     "TaskFinishedError",
     "TaskNotFoundError",
+    "TemplateNotFoundError",
     "TimeoutError",
     "UnavailableError",
     "ValidationError",
@@ -241,6 +261,21 @@ class ResourcesNotFoundError(NotFoundError):
         super().__init__(what, resources_id=resources_id)
 
 
+class TemplateNotFoundError(NotFoundError):
+    """No session template with this id (``<plugin>.<action>`` of mode ``session``)."""
+
+    code = "template_not_found"
+
+
+class SessionNotFoundError(NotFoundError):
+    """No session with this id (or another tenant's)."""
+
+    code = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} does not exist", session_id=session_id)
+
+
 class ConflictError(CallerError):
     """The call conflicts with the current state of the thing it names."""
 
@@ -278,6 +313,48 @@ class TaskFinishedError(ConflictError):
         )
 
 
+class SessionBusyError(ConflictError):
+    """A turn is running and the template's ``busy`` policy is ``reject``: send again when it ends."""
+
+    code = "session_busy"
+
+    def __init__(self, session_id: str, turn_id: str | None = None) -> None:
+        super().__init__(
+            f"session {session_id!r} is running a turn ({turn_id}); send again when it ends, or cancel it",
+            session_id=session_id,
+            turn_id=turn_id,
+        )
+
+
+class SessionPausedError(ConflictError):
+    """The session is paused: only an explicit resume brings it back."""
+
+    code = "session_paused"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} is paused; resume it first", session_id=session_id)
+
+
+class SessionClosedError(ConflictError):
+    """The session is closed (or in error) and takes no more turns."""
+
+    code = "session_closed"
+
+    def __init__(self, session_id: str, status: str = "closed", reason: str | None = None) -> None:
+        why = f": {reason}" if reason else ""
+        super().__init__(
+            f"session {session_id!r} is {status}{why}; create a new one (or fork it while it could be)",
+            session_id=session_id,
+            status=status,
+        )
+
+
+class RestoreRefusedError(ConflictError):
+    """The template's ``restore`` refused a snapshot (e.g. one taken by an older plugin version)."""
+
+    code = "restore_refused"
+
+
 class PayloadTooLargeError(CallerError):
     """A payload is over the configured size cap."""
 
@@ -306,6 +383,22 @@ class PackageTooLargeError(PayloadTooLargeError):
             "Ray working_dir; list large files in .gitignore or plugin.yaml runtime_env.excludes, "
             "or fetch them at run time",
             plugin=plugin,
+            size=size,
+            limit=limit,
+        )
+
+
+class SnapshotTooLargeError(PayloadTooLargeError):
+    """A session's snapshot is over its template's ``max_snapshot_bytes``."""
+
+    code = "snapshot_too_large"
+
+    def __init__(self, session_id: str, size: int, limit: int) -> None:
+        CallerError.__init__(
+            self,
+            f"the snapshot of session {session_id!r} is {size} bytes, over its template's {limit}-byte cap; "
+            "keep less state in the agent (or raise max_snapshot_bytes in plugin.yaml); the session stays active",
+            session_id=session_id,
             size=size,
             limit=limit,
         )
@@ -348,6 +441,43 @@ class ActionFailedError(ServerError):
             type=type(exc).__name__,
             traceback="".join(traceback.format_exception(exc)),
         )
+
+
+class InvocationError(ServerError):
+    """An agent's turn raised; ``details["agent_code"]`` is the agent's own error code (or its exception's type).
+    The session stays usable."""
+
+    code = "invocation_failed"
+    http_status = 500
+    retryable = False
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, session_id: str, turn_id: str) -> InvocationError:
+        agent_code = getattr(exc, "code", None)
+        return cls(
+            f"the agent's turn {turn_id} raised {type(exc).__name__}: {exc}",
+            session_id=session_id,
+            turn_id=turn_id,
+            agent_code=agent_code if isinstance(agent_code, str) else type(exc).__name__,
+            type=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+
+class SessionCreationError(ServerError):
+    """The session's agent could not be built (its ``__init__`` or ``restore`` raised, or its host did not start)."""
+
+    code = "session_creation_failed"
+    http_status = 500
+    retryable = False
+
+
+class SnapshotFailedError(ServerError):
+    """The agent's ``snapshot()`` raised: a pause (or checkpoint) is refused and the session stays active."""
+
+    code = "snapshot_failed"
+    http_status = 500
+    retryable = False
 
 
 class TimeoutError(ServerError, builtins.TimeoutError):  # deliberately also the builtin

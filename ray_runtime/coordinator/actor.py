@@ -21,7 +21,6 @@ import contextlib
 import gc
 import logging
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,9 @@ from pydantic import ValidationError as PydanticValidationError
 from ray_runtime.checks import check_number
 from ray_runtime.config import CoordinatorSettings
 from ray_runtime.coordinator.journal import Journal, MemoryJournal, SQLiteJournal
+from ray_runtime.coordinator.packing import pack, unpack
+from ray_runtime.coordinator.session_methods import SessionMethods
+from ray_runtime.coordinator.snapshots import SnapshotStore
 from ray_runtime.coordinator.state import (
     CoordinatorState,
     Limits,
@@ -49,14 +51,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL_GROUP = "poll"  # the concurrency group of calls that may sleep (long-poll claims, wait)
 _MAX_WAIT_S = 300.0
-
-
-def pack(value: Any) -> bytes:
-    """Encode call arguments or answers for the trip through Ray."""
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-unpack = pickle.loads
+_SESSION_SWEEP_S = 1.0  # idle timeouts and lifetimes are checked this often
 
 
 def _render_leases(records: list[TaskRecord]) -> list[dict[str, Any]]:
@@ -88,8 +83,8 @@ class _Waiter:
             self.wakeup.notify()
 
 
-class CoordinatorActor:
-    """Task queues and versioned resources, durable across restarts of this actor."""
+class CoordinatorActor(SessionMethods):
+    """Task queues, versioned resources, plugin runs and agent sessions, durable across restarts of this actor."""
 
     def __init__(self, name: str, overrides: dict[str, Any] | None = None) -> None:
         started = time.perf_counter()
@@ -115,29 +110,35 @@ class CoordinatorActor:
                 resources_keep=self.settings.resources_keep,
                 worker_ttl_s=self.settings.worker_ttl_s,
                 runs_retention=self.settings.runs_retention,
+                session_retention_s=self.settings.session_retention_s,
             ),
             on_ready=self._wake_queue,
             on_finished=self._wake_waiters,
         )
+        self._snapshots = SnapshotStore(None if self._in_memory() else self.settings.snapshot_dir(name))
         self._replayed = self._replay()
         self._replay_s = time.perf_counter() - started
         self._started_at = time.time()
         threading.Thread(target=self._sweep_forever, name="coordinator-sweeper", daemon=True).start()
+        self._start_session_watch()
         logger.info("coordinator %s replayed %d tasks in %.2fs", name, self._replayed, self._replay_s)
 
     def _replay(self) -> int:
         """Load the journal into the state; returns how many tasks it held."""
         gc.disable()  # a million new objects would trigger ever longer collections that find nothing
         try:
-            tasks, resources, runs, kv = self._journal.load()
-            self._state.load(tasks, resources, runs, kv)
+            replay = self._journal.load()
+            self._state.load(*replay)
         finally:
             gc.freeze()  # the replayed state lives as long as we do: keep it out of future collections
             gc.enable()
-        return len(tasks)
+        return len(replay.tasks)
+
+    def _in_memory(self) -> bool:
+        return str(self.settings.storage) == ":memory:"
 
     def _open_journal(self) -> Journal:
-        if str(self.settings.storage) == ":memory:":
+        if self._in_memory():
             return MemoryJournal()
         return SQLiteJournal(self.settings.journal_path(self.name), synchronous=self.settings.journal_synchronous)
 
@@ -212,7 +213,7 @@ class CoordinatorActor:
 
     def _sweep_forever(self) -> None:
         interval = self.settings.sweep_interval_s
-        last_checkpoint = time.monotonic()
+        last_checkpoint = last_sessions_sweep = time.monotonic()
         while True:
             with self._durably():
                 try:
@@ -220,6 +221,12 @@ class CoordinatorActor:
                 except Exception:
                     logger.exception("coordinator sweep failed")
                 deadline = self._state.next_deadline()
+            if time.monotonic() - last_sessions_sweep >= _SESSION_SWEEP_S:
+                try:
+                    self._sweep_sessions()
+                except Exception:
+                    logger.exception("session sweep failed")
+                last_sessions_sweep = time.monotonic()
             if time.monotonic() - last_checkpoint >= self.settings.checkpoint_interval_s:
                 self._checkpoint()
                 last_checkpoint = time.monotonic()

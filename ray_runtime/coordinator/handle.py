@@ -17,7 +17,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import ray
 from cachetools import LRUCache
@@ -29,7 +29,8 @@ from ray_runtime._ray import init_ray
 from ray_runtime._twins import awaitable as _awaitable
 from ray_runtime._twins import blocking as _blocking
 from ray_runtime.config import BOUND_TENANT_ENV, Settings
-from ray_runtime.coordinator.actor import POLL_GROUP, CoordinatorActor, pack, unpack
+from ray_runtime.coordinator.actor import POLL_GROUP, CoordinatorActor
+from ray_runtime.coordinator.packing import pack, unpack
 from ray_runtime.coordinator.state import NewTask
 from ray_runtime.errors import (
     CoordinatorUnavailableError,
@@ -58,6 +59,10 @@ from ray_runtime.models import (
 from ray_runtime.models.resources import (
     RESOURCE_TYPES,
 )
+
+if TYPE_CHECKING:
+    from ray_runtime.sessions.manager import AsyncSessions, Sessions
+    from ray_runtime.sessions.registry import AsyncSessionRegistry, SessionRegistry
 
 __all__ = [
     "AsyncCoordinator",
@@ -777,6 +782,21 @@ class Coordinator(_Root, _Blocking):
         """The awaitable twin: same actor, same tenant."""
         return AsyncCoordinator(self._actor, **self._options())
 
+    @functools.cached_property
+    def session_registry(self) -> SessionRegistry:
+        """The registry's bookkeeping calls (hosts and ``sessions`` use them)."""
+        from ray_runtime.sessions.registry import SessionRegistry
+
+        return SessionRegistry(self._actor, **self._options())
+
+    @functools.cached_property
+    def sessions(self) -> Sessions:
+        """Agent sessions: create, invoke (or stream), pause, resume, fork, close; templates from
+        ``RAY_RUNTIME_PLUGINS_DIR`` (default ``./plugins``)."""
+        from ray_runtime.sessions.manager import Sessions, TemplateSource
+
+        return Sessions(self.session_registry, TemplateSource(Settings().plugins_dir))
+
     enqueue = _blocking(_QueueCalls._enqueue)
     enqueue_many = _blocking(_QueueCalls._enqueue_many)
     claim = _blocking(_QueueCalls._claim)
@@ -804,6 +824,20 @@ class AsyncCoordinator(_Root, _Awaitable):
     _kv_class = AsyncSystemKV
     resources: AsyncResources
     runs: AsyncRuns
+
+    @functools.cached_property
+    def session_registry(self) -> AsyncSessionRegistry:
+        """The registry's bookkeeping calls (awaitable)."""
+        from ray_runtime.sessions.registry import AsyncSessionRegistry
+
+        return AsyncSessionRegistry(self._actor, **self._options())
+
+    @functools.cached_property
+    def sessions(self) -> AsyncSessions:
+        """Agent sessions, awaitable (templates from ``RAY_RUNTIME_PLUGINS_DIR``, default ``./plugins``)."""
+        from ray_runtime.sessions.manager import AsyncSessions, TemplateSource
+
+        return AsyncSessions(self.session_registry, TemplateSource(Settings().plugins_dir))
 
     enqueue = _awaitable(_QueueCalls._enqueue)
     enqueue_many = _awaitable(_QueueCalls._enqueue_many)

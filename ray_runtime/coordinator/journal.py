@@ -19,16 +19,29 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
-from ray_runtime.coordinator.state import TASK_ROW_FIELDS, ChangeSet, ResourcesRecord, RunRecord, TaskRecord
+from ray_runtime.coordinator.sessions import TURNS_KEPT
+from ray_runtime.coordinator.state import (
+    TASK_ROW_FIELDS,
+    ChangeSet,
+    ResourcesRecord,
+    RunRecord,
+    SessionRecord,
+    TaskRecord,
+)
 from ray_runtime.models.tasks import TaskStatus
 
-__all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "SQLiteJournal"]
+__all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJournal"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each version added; a journal of an older version is brought up to date when it is opened. The tables are
+# created with IF NOT EXISTS above, so a migration only has to say what else changes (nothing, so far).
+_MIGRATIONS: dict[int, str] = {
+    2: "",  # sessions and their transcripts (the tables of _SCHEMA)
+}
 _STATUS = {s.value: s for s in TaskStatus}
 _RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))  # the snapshot's task columns, in this order
 _PAYLOAD_AT = _RECORD_FIELDS.index("input")  # input and metadata sit side by side in TaskRecord
@@ -47,6 +60,9 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS resources (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_turns (n INTEGER PRIMARY KEY, session_id TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS session_turns_by_session ON session_turns (session_id, n);
 """
 _INSERT_TASK = (
     f"INSERT OR REPLACE INTO tasks ({', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * len(_RECORD_FIELDS))})"
@@ -61,6 +77,17 @@ class JournalCapabilities(TypedDict):
     survives_power_loss: bool
 
 
+class Replay(NamedTuple):
+    """Everything a journal holds, to rebuild the state from (``CoordinatorState.load(*replay)``)."""
+
+    tasks: list[TaskRecord]
+    resources: list[ResourcesRecord]
+    runs: list[RunRecord]
+    kv: list[tuple[str, str, str]]
+    sessions: list[SessionRecord]
+    session_turns: list[tuple[str, str]]
+
+
 class Journal:
     """Where the coordinator's state lives between restarts.
 
@@ -73,8 +100,8 @@ class Journal:
 
     capabilities: JournalCapabilities
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
-        """Every stored task, resources version, run, and system key-value pair."""
+    def load(self) -> Replay:
+        """Every stored task, resources version, run, system key-value pair, session and transcript turn."""
         raise NotImplementedError
 
     def write(self, changes: ChangeSet) -> None:
@@ -101,13 +128,15 @@ class MemoryJournal(Journal):
     def __init__(self) -> None:
         self._fold = _Fold()
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
+    def load(self) -> Replay:
         fold = self._fold
-        return (
+        return Replay(
             [_record(row) for row in fold.created.values()],
             _resources((), fold),
             _runs((), fold),
             _kv((), fold),
+            _sessions((), fold),
+            _turns((), fold),
         )
 
     def write(self, changes: ChangeSet) -> None:
@@ -131,6 +160,9 @@ class _Fold:
     runs: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     runs_deleted: set[str] = field(default_factory=set)
     kv: dict[tuple[str, str], str | None] = field(default_factory=dict)  # None: deleted
+    sessions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    sessions_deleted: set[str] = field(default_factory=set)
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (session id, JSON), oldest first
 
     def add(self, body: bytes) -> None:
         """Fold one encoded change set (a log row) in."""
@@ -167,6 +199,13 @@ class _Fold:
         for run_id in runs_deleted:
             self.runs.pop(run_id, None)
             self.runs_deleted.add(run_id)
+        for row in entry.get("sessions", ()):
+            self.sessions[row[0]] = row
+        self.turns.extend(entry.get("session_turns", ()))
+        for session_id in entry.get("sessions_deleted", ()):
+            self.sessions.pop(session_id, None)
+            self.sessions_deleted.add(session_id)
+            self.turns = [turn for turn in self.turns if turn[0] != session_id]
 
 
 def _entry(changes: ChangeSet) -> dict[str, Any]:
@@ -181,6 +220,9 @@ def _entry(changes: ChangeSet) -> dict[str, Any]:
         "runs": changes.runs,
         "runs_deleted": changes.runs_deleted,
         "kv": changes.kv,
+        "sessions": changes.sessions,
+        "sessions_deleted": changes.sessions_deleted,
+        "session_turns": changes.session_turns,
     }
     return {name: rows for name, rows in entry.items() if rows}
 
@@ -199,6 +241,17 @@ def _runs(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[RunR
     stored = {row[0]: row for row in stored_rows if row[0] not in fold.runs_deleted}
     stored.update(fold.runs)
     return [RunRecord.from_row(data) for _, _, data in stored.values()]
+
+
+def _sessions(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[SessionRecord]:
+    stored = {row[0]: row for row in stored_rows if row[0] not in fold.sessions_deleted}
+    stored.update(fold.sessions)
+    return [SessionRecord.from_row(data) for _, _, data in stored.values()]
+
+
+def _turns(stored_rows: Iterable[tuple[str, str]], fold: _Fold) -> list[tuple[str, str]]:
+    kept = [row for row in stored_rows if row[0] not in fold.sessions_deleted]
+    return [*kept, *fold.turns]
 
 
 def _resources(stored_rows: Iterable[tuple[Any, ...]], fold: _Fold) -> list[ResourcesRecord]:
@@ -237,14 +290,25 @@ class SQLiteJournal(Journal):
         self.backlog = self._db.execute("SELECT count(*) FROM log").fetchone()[0]
 
     def _check_schema(self) -> None:
+        """Stamp a new journal; bring an older one up to date (its data stays as it is); refuse a newer one."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+            return
+        found = int(row[0])
+        if found > SCHEMA_VERSION:
             raise RuntimeError(
-                f"journal {self.path} has schema {row[0]}, newer than this ray_runtime understands "
+                f"journal {self.path} has schema {found}, newer than this ray_runtime understands "
                 f"({SCHEMA_VERSION}); upgrade ray_runtime on the head node"
             )
+        if found < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                if _MIGRATIONS[version]:
+                    self._db.executescript(_MIGRATIONS[version])
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
+            logger.info("journal %s migrated from schema %d to %d", self.path, found, SCHEMA_VERSION)
 
     def write(self, changes: ChangeSet) -> None:
         if changes:
@@ -280,6 +344,7 @@ class SQLiteJournal(Journal):
                 "DELETE FROM kv WHERE namespace = ? AND key = ?",
                 [(ns, key) for (ns, key), value in fold.kv.items() if value is None],
             )
+            self._fold_sessions(fold)
             db.execute("DELETE FROM log WHERE seq <= ?", (entries[-1][0],))
         except BaseException:
             db.execute("ROLLBACK")
@@ -288,16 +353,31 @@ class SQLiteJournal(Journal):
         self.backlog = max(0, self.backlog - len(entries))
         return len(entries)
 
-    def load(self) -> tuple[list[TaskRecord], list[ResourcesRecord], list[RunRecord], list[tuple[str, str, str]]]:
+    def _fold_sessions(self, fold: _Fold) -> None:
+        db = self._db
+        db.executemany("INSERT OR REPLACE INTO sessions (id, tenant, data) VALUES (?, ?, ?)", fold.sessions.values())
+        gone = [(session_id,) for session_id in fold.sessions_deleted]
+        db.executemany("DELETE FROM sessions WHERE id = ?", gone)
+        db.executemany("DELETE FROM session_turns WHERE session_id = ?", gone)
+        db.executemany("INSERT INTO session_turns (session_id, data) VALUES (?, ?)", fold.turns)
+        db.executemany(  # the registry keeps the newest TURNS_KEPT turns of a session: so does the snapshot
+            "DELETE FROM session_turns WHERE session_id = ? AND n NOT IN "
+            "(SELECT n FROM session_turns WHERE session_id = ? ORDER BY n DESC LIMIT ?)",
+            [(session_id, session_id, TURNS_KEPT) for session_id in {s for s, _ in fold.turns}],
+        )
+
+    def load(self) -> Replay:
         fold = _Fold()
         for (body,) in self._db.execute("SELECT body FROM log ORDER BY seq"):
             fold.add(body)
         db = self._db
-        return (
+        return Replay(
             list(self._tasks(fold)),
             _resources(db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"), fold),
             _runs(db.execute("SELECT id, tenant, data FROM runs"), fold),
             _kv(db.execute("SELECT namespace, key, value FROM kv"), fold),
+            _sessions(db.execute("SELECT id, tenant, data FROM sessions"), fold),
+            _turns(db.execute("SELECT session_id, data FROM session_turns ORDER BY n"), fold),
         )
 
     def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:

@@ -2,7 +2,8 @@
 
 Pure Python, no Ray and no I/O: the actor shell feeds it calls, journals what :meth:`CoordinatorState.take_changes`
 returns before it answers, and wakes waiters through the two hooks. Each noun lives in its own module
-(``queues``, ``resources``, ``runs``, ``kv``); this one owns the clock, the limits and the change set.
+(``queues``, ``resources``, ``runs``, ``kv``, ``sessions``); this one owns the clock, the limits and the
+change set.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ray_runtime.coordinator.kv import SystemStore
 from ray_runtime.coordinator.queues import TASK_ROW_FIELDS, NewTask, TaskQueues, TaskRecord
 from ray_runtime.coordinator.resources import ResourcesRecord, ResourceVersions
 from ray_runtime.coordinator.runs import RunRecord, RunRegistry
+from ray_runtime.coordinator.sessions import SessionRecord, SessionRegistry
 from ray_runtime.models.api import LIMITS_NAMESPACE
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "NewTask",
     "ResourcesRecord",
     "RunRecord",
+    "SessionRecord",
     "TaskRecord",
 ]
 
@@ -45,6 +48,7 @@ class Limits:
     resources_keep: int = 20
     worker_ttl_s: float = 600.0
     runs_retention: int = 10_000
+    session_retention_s: float = 7 * 24 * 3600.0
 
 
 @dataclass(slots=True)
@@ -63,6 +67,9 @@ class ChangeSet:
     runs: list[tuple[str, str, str]] = field(default_factory=list)  # (id, tenant, JSON)
     runs_deleted: list[str] = field(default_factory=list)
     kv: list[tuple[str, str, str | None]] = field(default_factory=list)  # (namespace, key, value; None: deleted)
+    sessions: list[tuple[str, str, str]] = field(default_factory=list)  # (id, tenant, JSON)
+    sessions_deleted: list[str] = field(default_factory=list)
+    session_turns: list[tuple[str, str]] = field(default_factory=list)  # (session id, JSON of the turn)
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in self.__slots__)  # type: ignore[attr-defined]
@@ -105,6 +112,12 @@ class CoordinatorState:
         )
         self.runs = RunRegistry(retention=limits.runs_retention, max_bytes=max_bytes, clock=clock)
         self.kv = SystemStore(max_bytes=max_bytes)
+        self.sessions = SessionRegistry(
+            max_bytes=max_bytes,
+            retention_s=limits.session_retention_s,
+            clock=clock,
+            max_sessions=lambda tenant: self.tenant_limit(tenant, "max_sessions"),
+        )
 
     def tenant_limit(self, tenant: str, name: str) -> int | None:
         """One of the tenant's limits (``TenantLimits`` in the system store), or None when it has none."""
@@ -122,15 +135,15 @@ class CoordinatorState:
 
     def has_changes(self) -> bool:
         """Whether anything changed since the last :meth:`take_changes`."""
-        return (
-            self.tasks.has_changes() or self.resources.has_changes() or self.runs.has_changes() or self.kv.has_changes()
-        )
+        parts = (self.tasks, self.resources, self.runs, self.kv, self.sessions)
+        return any(part.has_changes() for part in parts)
 
     def take_changes(self) -> ChangeSet:
         """Everything changed since the last call, as rows; the caller must make it durable before acknowledging."""
         payloads, tasks, deleted = self.tasks.take_changes()
         resources_added, resources_deleted = self.resources.take_changes()
         runs, runs_deleted = self.runs.take_changes()
+        sessions, sessions_deleted, session_turns = self.sessions.take_changes()
         return ChangeSet(
             payloads=payloads,
             tasks=tasks,
@@ -140,6 +153,9 @@ class CoordinatorState:
             runs=runs,
             runs_deleted=runs_deleted,
             kv=self.kv.take_changes(),
+            sessions=sessions,
+            sessions_deleted=sessions_deleted,
+            session_turns=session_turns,
         )
 
     def load(
@@ -148,9 +164,12 @@ class CoordinatorState:
         resources: Iterable[ResourcesRecord],
         runs: Iterable[RunRecord] = (),
         kv: Iterable[tuple[str, str, str]] = (),
+        sessions: Iterable[SessionRecord] = (),
+        session_turns: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Rebuild from the journal (before any call): live leases stay leased until their deadlines."""
         self.kv.load(kv)
         self.resources.load(resources)
         self.runs.load(runs)
         self.tasks.load(tasks)
+        self.sessions.load(sessions, session_turns)

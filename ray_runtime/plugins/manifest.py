@@ -29,11 +29,12 @@ __all__ = [
     "PluginManifest",
     "PluginRegistry",
     "ServeOptions",
+    "SessionOptions",
     "load",
 ]
 
 MANIFEST_NAME = "plugin.yaml"
-Mode = Literal["job", "task", "serve", "worker"]
+Mode = Literal["job", "task", "serve", "worker", "session"]
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -87,12 +88,37 @@ class ServeOptions(_Strict):
     )
 
 
+class SessionOptions(_Strict):
+    """How sessions of a template (an action of mode ``session``) live: where, how long, and how they rest."""
+
+    isolation: Literal["dedicated", "shared"] = Field(
+        default="shared",
+        description="dedicated: one Ray actor per session (its own process, resources, runtime_env); shared: many "
+        "sessions per host actor in a pool of the tenant and template.",
+    )
+    idle_timeout_s: float | None = Field(default=900.0, gt=0, description="None: never idles out.")
+    max_lifetime_s: float | None = Field(default=8 * 3600.0, gt=0, description="None: lives until closed.")
+    on_idle: Literal["unload", "close"] = "unload"
+    checkpoint: Literal["on_pause", "every_turn"] = "on_pause"
+    busy: Literal["reject", "queue"] = Field(default="reject", description="A turn sent while one runs.")
+    recover: Literal["none", "last_checkpoint"] = Field(
+        default="none", description="When its process or node dies: error, or back from the last checkpoint."
+    )
+    sessions_per_host: int = Field(default=256, ge=1, description="shared: how many sessions one host holds.")
+    max_snapshot_bytes: int = Field(default=64 * 2**20, ge=1)
+    env_vars: dict[str, str] = Field(default_factory=dict, description="Added to the plugin's runtime_env.")
+
+
 class ActionSpec(_Strict):
     """One action of a plugin, as the manifest declares it."""
 
     name: str = Field(default="", description="Filled from the key under ``actions``.")
-    entrypoint: str = Field(description="``module:callable``: a function, or a class whose instances are called.")
+    entrypoint: str = Field(
+        description="``module:callable``: a function, or a class whose instances are called (for sessions: the "
+        "agent class)."
+    )
     description: str = ""
+    tags: list[str] = Field(default_factory=list)
     modes: list[Mode] = Field(default_factory=lambda: ["job", "task", "serve", "worker"], min_length=1)
     resources: ActionResources = Field(default_factory=ActionResources)
     queue: str | None = Field(
@@ -100,6 +126,7 @@ class ActionSpec(_Strict):
     )
     serve: ServeOptions = Field(default_factory=ServeOptions)
     uses_resources: bool = Field(default=False, description="Serve replicas receive coordinator resources.")
+    session: SessionOptions = Field(default_factory=SessionOptions)
 
     @field_validator("entrypoint")
     @classmethod
@@ -113,6 +140,8 @@ class ActionSpec(_Strict):
     def _unique_modes(cls, value: list[Mode]) -> list[Mode]:
         if len(set(value)) != len(value):
             raise ValueError("lists a mode twice")
+        if "session" in value and len(value) > 1:
+            raise ValueError("session is a mode of its own: an agent class, not a function the other modes call")
         return value
 
     @property

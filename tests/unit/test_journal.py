@@ -176,3 +176,30 @@ def test_a_failed_checkpoint_changes_nothing(durable_journal, state, limits, clo
         journal.checkpoint()
     assert journal.backlog == 2
     assert [r.wire() for r in journal.load()[0]] == [r.wire() for r in before[0]]
+
+
+def test_a_journal_of_the_previous_release_opens_with_its_queues_intact(tmp_path, limits, clock):
+    """tests/fixtures/journals/v1.sqlite3 was written by the release before sessions (schema 1), part folded into
+    the snapshot and part still in the log."""
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "v1.sqlite3"
+    shutil.copy(Path(__file__).parent.parent / "fixtures" / "journals" / "v1.sqlite3", path)
+    journal = SQLiteJournal(path)
+    state = CoordinatorState(limits, clock=clock)
+    state.load(*journal.load())
+    counts = state.tasks.stats("acme", "orders")["counts"]
+    assert (counts["queued"], counts["succeeded"]) == (4, 1)
+    assert json.loads(state.resources.latest("acme").body)["cfg"]["value"] == 1
+    assert state.kv.get("api_keys", "K1") == '{"tenant": "acme"}'
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("2",)
+    state.sessions.create(
+        "acme", "ses_01m8rxfs2x9g413km7z5s8w050", "chat.assistant", "0.1.0", isolation="shared",
+        config="{}", metadata=None, idle_timeout_s=None, max_lifetime_s=None, on_idle="unload", recover="none",
+    )  # fmt: skip
+    journal.write(state.take_changes())
+    journal.close()
+    replayed = restart(SQLiteJournal(path), limits, clock)
+    assert replayed.sessions.get("acme", "ses_01m8rxfs2x9g413km7z5s8w050").template == "chat.assistant"
+    assert replayed.tasks.stats("acme", "orders")["counts"]["queued"] == 4

@@ -1,0 +1,488 @@
+"""Session hosts: the Ray actors that hold live agents and run their turns.
+
+A host is one async Ray actor in a template's runtime_env, acting for one tenant. A *dedicated* host holds one
+session (its own process, resources and runtime_env) and ends when that session leaves; a *shared* host holds many
+sessions of one tenant and template (a pool never mixes tenants) and ends after it has been empty for a while.
+
+Each live session has its turn lock (the template's ``busy`` policy), a per-session ``seq`` for every message it
+sends, a replay buffer of the current and the last turn (so a client that reconnects misses nothing), and the
+subscribers that follow it over WebSockets. Counters, last activity and transcript turns go to the coordinator in
+batches (every half second at most), so they are at most about a second stale there. Snapshots go to the
+coordinator, which keeps them on the head node's disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray_runtime.checks import check_json
+from ray_runtime.errors import (
+    InvocationError,
+    RayRuntimeError,
+    SessionBusyError,
+    SessionNotFoundError,
+    SnapshotFailedError,
+    SnapshotTooLargeError,
+)
+from ray_runtime.models.agent import Bye, End, Error, Event, Status
+from ray_runtime.models.sessions import TurnRecord, TurnRequest
+from ray_runtime.sessions.template import LoadedTemplate, SessionContext, TurnContext, as_event, turn_request
+
+__all__ = ["HOST_NAMESPACE", "SessionHost"]
+
+logger = logging.getLogger("ray_runtime.sessions")
+HOST_NAMESPACE = "ray_runtime"
+_REPORT_EVERY_S = 0.5
+_EMPTY_HOST_S = 60.0  # a shared host with no session for this long ends (the pool shrinks)
+_TURNS_BUFFERED = 2  # the replay buffer holds the current and the last turn
+_BUFFERED_MESSAGES = 100_000  # and never more than this many messages
+_FINISHED = object()
+MAX_RESULT_BYTES = 1 << 20
+
+
+@dataclass(eq=False)
+class _Live:
+    """One session held here."""
+
+    id: str
+    agent: Any
+    ctx: SessionContext
+    config: str
+    seq: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    turn: TurnContext | None = None
+    buffer: collections.deque[tuple[str, dict[str, Any]]] = field(default_factory=collections.deque)
+    turns: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_TURNS_BUFFERED))
+    subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    invocations: int = 0
+    tokens: int = 0
+    last_at: float = field(default_factory=time.time)
+    reported_seq: int = 0
+
+    def publish(self, message: Any, turn_id: str | None = None) -> dict[str, Any]:
+        """Number a message, keep a turn's messages for replay (the current and the last turn), and hand it to
+        every subscriber. Status and bye messages are not replayed: a subscriber gets the status on connecting."""
+        self.seq += 1
+        body = message.model_copy(update={"seq": self.seq}).model_dump(mode="json", exclude_none=True)
+        if turn_id is not None:
+            if turn_id not in self.turns:
+                self.turns.append(turn_id)
+            self.buffer.append((turn_id, body))
+            while self.buffer and (self.buffer[0][0] not in self.turns or len(self.buffer) > _BUFFERED_MESSAGES):
+                self.buffer.popleft()
+        for queue in self.subscribers:
+            queue.put_nowait(body)
+        return body
+
+
+class SessionHost:
+    """Holds live agents of one tenant and template; see the module docstring.
+
+    Args:
+        name: This actor's name (what the registry records as the sessions' host).
+        tenant: The tenant it acts for.
+        plugin, action, entrypoint: The template.
+        options: The template's ``session`` options (``SessionOptions`` as a dict).
+        dedicated: Hold one session, and end when it leaves.
+        folder: Where the plugin's code is (default: the working directory, i.e. the runtime_env's working_dir).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        tenant: str,
+        plugin: str,
+        action: str,
+        entrypoint: str,
+        options: dict[str, Any],
+        dedicated: bool,
+        folder: str | None = None,
+    ) -> None:
+        from ray_runtime.coordinator import connect
+
+        self.name = name
+        self.tenant = tenant
+        self.template = LoadedTemplate.load(plugin, action, Path(folder) if folder else Path.cwd(), entrypoint)
+        self.options = options
+        self.dedicated = dedicated
+        self.coord = connect(tenant=tenant, wait=False).aio
+        self.registry = self.coord.session_registry
+        self._sessions: dict[str, _Live] = {}
+        self._turns: list[tuple[str, str]] = []  # transcript turns not yet reported
+        self._pending: list[tuple[str, int, int, float, int]] = []  # counters not yet reported
+        self._resources: Any = None
+        self._empty_since = time.monotonic()
+        self._stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._report_forever()), loop.create_task(self._follow_resources())]
+
+    # -------------------------------------------------------------------------------------------- lifecycle
+
+    async def open(
+        self, session_id: str, version: str, config: str, restore: list[str] | None, seq: int, cause: str
+    ) -> dict[str, Any]:
+        """Build (or, from the snapshot ``restore`` = [session id, key], restore) a session's agent here; it is
+        then ACTIVE in the registry. Raises ``ValidationError`` for a bad config, ``RestoreRefusedError``."""
+        if session_id in self._sessions:
+            return {"session_id": session_id, "host": self.name, "seq": self._sessions[session_id].seq}
+        ctx = SessionContext(session_id, self.tenant, self.template.id, version)
+        ctx._resources = self._resources
+        parsed = self.template.config(json.loads(config))
+        if restore is None:
+            agent = await asyncio.to_thread(self.template.build, parsed, ctx)
+        else:
+            blob = await self.registry.snapshot(restore[0], restore[1])
+            agent = await asyncio.to_thread(self.template.restore, blob, parsed, ctx)
+        live = _Live(session_id, agent, ctx, config, seq=seq)
+        self._sessions[session_id] = live
+        await self.registry.opened(session_id, self.name, cause)
+        live.publish(self._status(live, "active"))
+        return {"session_id": session_id, "host": self.name, "seq": live.seq}
+
+    async def pause(self, session_id: str) -> dict[str, Any]:
+        """Snapshot the agent to the coordinator and let it go: PAUSED. A snapshot that fails, or is over the cap,
+        refuses the pause and the session stays active."""
+        return await self._rest(session_id, "paused", "paused", "paused")
+
+    async def unload(self, session_id: str, cause: str) -> dict[str, Any]:
+        """Like a pause, but INACTIVE: the next turn brings it back (the idle timeout's ``on_idle: unload``)."""
+        return await self._rest(
+            session_id, "inactive", cause, "idle_timeout" if cause == "idle_timeout" else "unloaded"
+        )
+
+    async def _rest(self, session_id: str, status: str, cause: str, reason: str) -> dict[str, Any]:
+        live = self._live(session_id)
+        async with live.lock:
+            blob = await self._snapshot(live)
+            live.publish(Bye(seq=0, reason=reason))  # type: ignore[arg-type]
+            await self._flush(live)
+            wire = await self.registry.rest(session_id, status, blob, live.seq, cause)
+            self._leave(live)
+        return wire
+
+    async def checkpoint(self, session_id: str) -> dict[str, Any]:
+        """A snapshot of the running agent, kept as the session's checkpoint (for forks, and every_turn)."""
+        live = self._live(session_id)
+        async with live.lock:
+            return await self.registry.checkpoint(session_id, await self._snapshot(live), live.seq)
+
+    async def close(self, session_id: str, cause: str = "closed") -> dict[str, Any]:
+        """Let the agent go for good: CLOSED."""
+        live = self._sessions.get(session_id)
+        if live is not None:
+            if live.turn is not None:
+                live.turn.cancel()
+            live.publish(Bye(seq=0, reason="idle_timeout" if cause == "idle_timeout" else "closed"))  # type: ignore[arg-type]
+            await self._flush(live)
+            self._leave(live)
+        return await self.registry.close(session_id, cause)
+
+    async def _flush(self, live: _Live) -> None:
+        """Report a leaving session's counters and turns now, before the registry hears it left."""
+        self._report(live)
+        reports = [r for r in self._pending if r[0] == live.id]
+        turns = [t for t in self._turns if t[0] == live.id]
+        self._pending = [r for r in self._pending if r[0] != live.id]
+        self._turns = [t for t in self._turns if t[0] != live.id]
+        if reports or turns:
+            await self.registry.report(reports, turns)
+
+    def _leave(self, live: _Live) -> None:
+        self._sessions.pop(live.id, None)
+        for queue in live.subscribers:
+            queue.put_nowait(None)
+        if not self._sessions:
+            self._empty_since = time.monotonic()
+            if self.dedicated:  # its one session left: give its process and resources back
+                asyncio.get_running_loop().call_later(1.0, os._exit, 0)
+
+    async def _snapshot(self, live: _Live) -> bytes:
+        try:
+            blob = await asyncio.to_thread(self.template.snapshot, live.agent)
+        except Exception as exc:
+            raise SnapshotFailedError(
+                f"the agent of session {live.id} could not be snapshotted ({type(exc).__name__}: {exc}); "
+                "it stays active",
+                session_id=live.id,
+            ) from None
+        limit = int(self.options.get("max_snapshot_bytes", 64 * 2**20))
+        if len(blob) > limit:
+            raise SnapshotTooLargeError(live.id, len(blob), limit)
+        return blob
+
+    # ----------------------------------------------------------------------------------------------- turns
+
+    async def invoke(self, session_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one turn; its result (an ``Invocation``). The agent's exception is an ``InvocationError``."""
+        last: dict[str, Any] = {}
+        async for message in self._turn(session_id, request):
+            last = message
+        return _outcome(session_id, last)
+
+    async def invoke_stream(self, session_id: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run one turn and yield its messages (``event``s, then ``end``; ``error`` if the agent raised)."""
+        async for message in self._turn(session_id, request):
+            yield message
+
+    async def start_turn(self, session_id: str, request: dict[str, Any]) -> str:
+        """Start a turn and return its id at once; its messages reach the subscribers (the WebSocket path)."""
+        live = self._live(session_id)
+        turn = turn_request(request)
+        turn_id = turn.turn_id or _turn_id()
+        if live.lock.locked() and self.options.get("busy", "reject") == "reject":
+            raise SessionBusyError(session_id, live.turn.turn_id if live.turn else None)
+
+        async def drive() -> None:
+            with contextlib.suppress(Exception):
+                async for _ in self._turn(session_id, {**turn.model_dump(), "turn_id": turn_id}):
+                    pass
+
+        asyncio.get_running_loop().create_task(drive())
+        return turn_id
+
+    async def cancel(self, session_id: str, turn_id: str | None = None) -> bool:
+        """Ask the running turn (``turn_id``, or whichever runs) to stop; whether one was running."""
+        live = self._live(session_id)
+        if live.turn is None or (turn_id is not None and live.turn.turn_id != turn_id):
+            return False
+        live.turn.cancel()
+        return True
+
+    async def _turn(self, session_id: str, raw: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        live = self._live(session_id)
+        request = turn_request(raw)
+        turn_id = request.turn_id or _turn_id()
+        if live.lock.locked() and self.options.get("busy", "reject") == "reject":
+            error = SessionBusyError(session_id, live.turn.turn_id if live.turn else None)
+            raise error
+        async with live.lock:
+            ctx = TurnContext(live.ctx, turn_id)
+            live.turn = ctx
+            live.ctx._resources = self._resources
+            live.publish(self._status(live, "active", turn_id))
+            started = time.perf_counter()
+            record = TurnRecord(
+                turn_id=turn_id, at=time.time(), request=request.model_dump(mode="json"), status="running"
+            )
+            texts: list[str] = []
+            try:
+                result, cancelled = _FINISHED, False
+                async for chunk in self._chunks(live.agent, request, ctx):
+                    if ctx.cancelled:
+                        cancelled = True
+                        break
+                    if isinstance(chunk, _Returned):
+                        result = chunk.value
+                        continue
+                    event = as_event(chunk)
+                    if event.kind == "text_chunk":
+                        texts.append(event.text)
+                    elif event.kind != "progress":
+                        record.events.append(event.model_dump(mode="json"))
+                    yield live.publish(Event(seq=0, turn_id=turn_id, event=event), turn_id)
+                cancelled = cancelled or ctx.cancelled
+                if result is _FINISHED:
+                    result = "".join(texts) if texts else None
+                check_json("result", json.dumps(result, default=str), max_bytes=MAX_RESULT_BYTES)
+                status = "cancelled" if cancelled else "succeeded"
+                end = End(
+                    seq=0,
+                    turn_id=turn_id,
+                    status=status,  # type: ignore[arg-type]
+                    result=result,
+                    tokens_used=ctx.tokens,
+                    duration_s=time.perf_counter() - started,
+                )
+                record = record.model_copy(update={"status": status, "text": "".join(texts), "result": result})
+            except Exception as exc:
+                failure = (
+                    exc
+                    if isinstance(exc, RayRuntimeError)
+                    else InvocationError.from_exception(exc, session_id, turn_id)
+                )
+                wire = failure.to_wire()["error"]
+                record = record.model_copy(update={"status": "failed", "text": "".join(texts), "error": wire})
+                yield live.publish(Error(seq=0, turn_id=turn_id, usable=True, **wire), turn_id)
+                end = None
+            finally:
+                live.turn = None
+                duration = time.perf_counter() - started
+                record = record.model_copy(update={"tokens_used": ctx.tokens, "duration_s": duration})
+                live.invocations += 1
+                live.tokens += ctx.tokens
+                live.last_at = time.time()
+                self._turns.append((session_id, record.model_dump_json()))
+            if end is not None:
+                message = live.publish(end, turn_id)
+                if self.options.get("checkpoint") == "every_turn":
+                    await self.registry.checkpoint(session_id, await self._snapshot(live), live.seq)
+                yield message
+
+    async def _chunks(self, agent: Any, request: TurnRequest, ctx: TurnContext) -> AsyncIterator[Any]:
+        """What the agent's ``invoke`` yields (or the one result it returns, as ``_Returned``); sync code in threads."""
+        produced = agent.invoke(request, ctx) if self.template.is_async else None
+        if self.template.is_async and not self.template.streaming:
+            yield _Returned(await produced)
+            return
+        if self.template.is_async:
+            async for chunk in produced:
+                yield chunk
+            return
+        if not self.template.streaming:
+            yield _Returned(await asyncio.to_thread(agent.invoke, request, ctx))
+            return
+        generator = await asyncio.to_thread(agent.invoke, request, ctx)
+        while True:
+            step = await asyncio.to_thread(_step, generator)
+            if isinstance(step, _Returned):
+                yield step
+                return
+            yield step
+
+    # ------------------------------------------------------------------------------------------ subscribers
+
+    async def subscribe(self, session_id: str, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Every message of the session after ``after_seq`` (what the replay buffer holds), then live ones, until
+        the session leaves this host (its last message is then a ``bye``). Starts with the session's status."""
+        live = self._live(session_id)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        missed = [body for _, body in live.buffer if body["seq"] > after_seq]
+        live.subscribers.add(queue)
+        try:
+            yield (
+                self._status(live, "active", live.turn.turn_id if live.turn else None)
+                .model_copy(update={"seq": live.seq})
+                .model_dump(mode="json", exclude_none=True)
+            )
+            for body in missed:
+                yield body
+            newest = missed[-1]["seq"] if missed else after_seq
+            while (body := await queue.get()) is not None:
+                if body["seq"] > newest:
+                    yield body
+                    if body["type"] == "bye":
+                        return
+        finally:
+            live.subscribers.discard(queue)
+
+    # ---------------------------------------------------------------------------------------------- health
+
+    async def ping(self) -> dict[str, Any]:
+        """How this host is: its sessions and which of them run a turn."""
+        return {
+            "host": self.name,
+            "pid": os.getpid(),
+            "sessions": len(self._sessions),
+            "busy": sorted(s.id for s in self._sessions.values() if s.turn is not None),
+        }
+
+    async def ping_agent(self, session_id: str) -> str:
+        """The agent's own ``ping()`` ("healthy" or "busy"), else by whether a turn runs."""
+        live = self._live(session_id)
+        own = getattr(live.agent, "ping", None)
+        if callable(own):
+            return str(await asyncio.to_thread(own))
+        return "busy" if live.turn is not None else "healthy"
+
+    async def run_until_stopped(self) -> None:
+        """Returns never: the coordinator holds this call to learn, from its failure, that the host died."""
+        await self._stopped.wait()
+
+    # -------------------------------------------------------------------------------------------- internals
+
+    def _live(self, session_id: str) -> _Live:
+        live = self._sessions.get(session_id)
+        if live is None:
+            raise SessionNotFoundError(session_id)  # not held here (moved, unloaded): look it up again
+        return live
+
+    def _status(self, live: _Live, state: str, turn_id: str | None = None) -> Status:
+        return Status(seq=0, session_id=live.id, state=state, template=self.template.id, turn_id=turn_id)
+
+    def _report(self, live: _Live) -> None:
+        if live.invocations or live.tokens or live.seq > live.reported_seq:
+            self._pending.append((live.id, live.invocations, live.tokens, live.last_at, live.seq))
+            live.invocations = live.tokens = 0
+            live.reported_seq = live.seq
+
+    async def _report_forever(self) -> None:
+        """Counters, last activity and transcript turns to the coordinator, in batches; kept and sent again when
+        the coordinator is away."""
+        while True:
+            await asyncio.sleep(_REPORT_EVERY_S)
+            for live in self._sessions.values():
+                self._report(live)
+            reports, self._pending = self._pending, []
+            turns, self._turns = self._turns, []
+            if reports or turns:
+                try:
+                    await self.registry.report(reports, turns)
+                except Exception as exc:
+                    logger.warning("could not report to the coordinator (will retry): %s", exc)
+                    self._pending[:0], self._turns[:0] = reports, turns
+            idle = time.monotonic() - self._empty_since
+            if not self.dedicated and not self._sessions and idle > _EMPTY_HOST_S:
+                os._exit(0)  # an empty shared host: the pool shrinks (a new one is made when needed)
+
+    async def _follow_resources(self) -> None:
+        """Keep the tenant's latest resources at hand, so agents read them without a call per turn."""
+        from ray_runtime.errors import ResourcesNotFoundError
+
+        with contextlib.suppress(ResourcesNotFoundError, Exception):
+            self._resources = await self.coord.resources.latest()
+        while True:
+            version = self._resources.version if self._resources is not None else 0
+            try:
+                update = await self.coord.resources.wait_newer(version, timeout_s=60)
+            except Exception:
+                await asyncio.sleep(2)
+                continue
+            if update is not None:
+                self._resources = update
+                for live in self._sessions.values():
+                    live.ctx._resources = update
+
+
+class _Returned:
+    """A turn's result: what a non-streaming invoke returned, or a generator's return value."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _step(generator: Any) -> Any:
+    try:
+        return next(generator)
+    except StopIteration as done:
+        return _Returned(done.value)
+
+
+def _turn_id() -> str:
+    return f"turn_{uuid.uuid4().hex[:16]}"
+
+
+def _outcome(session_id: str, last: dict[str, Any]) -> dict[str, Any]:
+    """The ``Invocation`` of a turn from its last message (an ``error`` raises its typed error)."""
+    if last.get("type") == "error":
+        from ray_runtime.errors import from_wire
+
+        raise from_wire({"error": {k: last[k] for k in ("code", "message", "details") if k in last}}, 500)
+    return {
+        "session_id": session_id,
+        "turn_id": last.get("turn_id"),
+        "status": last.get("status", "succeeded"),
+        "result": last.get("result"),
+        "tokens_used": last.get("tokens_used", 0),
+        "duration_s": last.get("duration_s", 0.0),
+    }
