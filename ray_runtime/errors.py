@@ -501,6 +501,13 @@ class UnavailableError(ServerError):
     http_status = 503
 
 
+class HostLostError(UnavailableError):
+    """An agent session's host died while (or before) it was called; its sessions are settled shortly (recovered
+    from their last checkpoint, or marked failed, as their template says)."""
+
+    code = "session_host_lost"
+
+
 class CoordinatorUnavailableError(UnavailableError):
     """The coordinator actor cannot be reached or did not come back in time."""
 

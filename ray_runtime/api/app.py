@@ -27,6 +27,7 @@ from ray_runtime.api.routes import (
     ray_jobs,
     resources,
     serve,
+    sessions,
     tenants,
 )
 from ray_runtime.api.services import Services
@@ -154,6 +155,7 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     app.state.metrics = metrics
     app.add_middleware(Guard, services=services, metrics=metrics, limit_for=_body_limit(settings))
     _install_error_handlers(app)
-    for module in (health, jobs, ray_jobs, cluster, serve, plugins, queues, resources, keys, tenants, legacy):
+    families = (health, jobs, ray_jobs, cluster, serve, plugins, sessions, queues, resources, keys, tenants, legacy)
+    for module in families:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

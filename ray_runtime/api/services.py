@@ -28,6 +28,7 @@ class Services:
 
     def __init__(self, settings: ApiSettings) -> None:
         from ray_runtime.plugins.catalog import PluginCatalog
+        from ray_runtime.sessions.manager import TemplateSource
 
         self.settings = settings
         self.coordinator: Any = None
@@ -38,7 +39,9 @@ class Services:
         self.audit: AuditLog | None = None
         self.limiter: TenantLimiter = None  # type: ignore[assignment]
         self.catalog = PluginCatalog(settings.plugins_dir)
+        self.templates = TemplateSource(settings.plugins_dir)
         self._tenants: LRUCache[str, Any] = LRUCache(maxsize=1024)
+        self._sessions: LRUCache[str, Any] = LRUCache(maxsize=1024)
         self._finished_runs: TTLCache[tuple[str, str], Any] = TTLCache(maxsize=10_000, ttl=_FINISHED_RUN_TTL_S)
 
     async def start(self) -> None:
@@ -79,6 +82,16 @@ class Services:
         if handle is None:
             handle = self._tenants[caller.tenant] = self.coordinator.for_tenant(caller.tenant)
         return handle
+
+    def sessions_for(self, caller: Caller) -> Any:
+        """The caller's tenant's sessions (``AsyncSessions``), with templates from the façade's plugins folder."""
+        sessions = self._sessions.get(caller.tenant)
+        if sessions is None:
+            from ray_runtime.sessions.manager import AsyncSessions
+
+            registry = self.coordinator_for(caller).session_registry
+            sessions = self._sessions[caller.tenant] = AsyncSessions(registry, self.templates)
+        return sessions
 
     async def run_of(self, caller: Caller, run_id: str) -> Any:
         """A plugin run from the coordinator, or None; finished runs are final, so they are kept."""

@@ -1,7 +1,8 @@
 """The ``ray-runtime`` command (Typer + Rich).
 
 Commands that act on the cluster directly (``plugin``, ``run``, ``worker``, ``api``, ``keys``) join Ray as a
-driver; ``job``, ``queue``, ``task`` and ``resources`` go through the API façade with the Python client;
+driver; ``job``, ``queue``, ``task``, ``resources``, ``template``, ``session`` and ``chat`` go through the API
+façade with the Python client;
 ``up``, ``down`` and ``status`` manage a complete runtime on this machine.
 """
 
@@ -18,6 +19,7 @@ from ray_runtime.cli.admin import admin_app, keys_app
 from ray_runtime.cli.jobs import job_app
 from ray_runtime.cli.plugins import plugin_app, run_app
 from ray_runtime.cli.queues import queue_app, resources_app, task_app
+from ray_runtime.cli.sessions import session_app, template_app
 
 __all__ = ["app", "main"]
 
@@ -44,6 +46,8 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(task_app, name="task")
 app.add_typer(resources_app, name="resources")
 app.add_typer(keys_app, name="keys")
+app.add_typer(template_app, name="template")
+app.add_typer(session_app, name="session")
 app.registered_commands += run_app.registered_commands + admin_app.registered_commands
 
 

@@ -14,31 +14,47 @@ Every failure is a :class:`ClientError` (the one error tree of :mod:`ray_runtime
 
 from ray_runtime.client._clients import AsyncRuntimeClient, RuntimeClient
 from ray_runtime.client._http import ClientConfig
+from ray_runtime.client._session import AsyncSession, Session
 from ray_runtime.client._tasks import TaskClient
 from ray_runtime.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    HostLostError,
+    InvocationError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    SessionBusyError,
+    SessionClosedError,
+    SessionNotFoundError,
+    SessionPausedError,
     StreamLimitError,
+    TemplateNotFoundError,
     TimeoutError,
     UnavailableError,
     ValidationError,
 )
 from ray_runtime.errors import RayRuntimeError as ClientError
+from ray_runtime.models.agent import End, Event
 from ray_runtime.models.api import JobInfo, JobStatus, StreamLimits
+from ray_runtime.models.sessions import Invocation, SessionStatus, Template, TurnRequest
 
 __all__ = [
     "AsyncRuntimeClient",
+    "AsyncSession",
     "AuthenticationError",
     "BadRequestError",
     "ClientConfig",
     "ClientError",
     "ConflictError",
+    "End",
+    "Event",
+    "HostLostError",
+    "Invocation",
+    "InvocationError",
     "JobInfo",
     "JobStatus",
     "NotFoundError",
@@ -47,10 +63,19 @@ __all__ = [
     "RateLimitError",
     "RuntimeClient",
     "ServerError",
+    "Session",
+    "SessionBusyError",
+    "SessionClosedError",
+    "SessionNotFoundError",
+    "SessionPausedError",
+    "SessionStatus",
     "StreamLimitError",
     "StreamLimits",
     "TaskClient",
+    "Template",
+    "TemplateNotFoundError",
     "TimeoutError",
+    "TurnRequest",
     "UnavailableError",
     "ValidationError",
 ]

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -15,8 +16,11 @@ from ray_runtime._twins import blocking as _blocking
 from ray_runtime._version import __version__
 from ray_runtime.client._calls import Calls
 from ray_runtime.client._http import ClientConfig, Request, Sleep, decode_error, handshake_errors, send_flow
+from ray_runtime.client._session import AsyncSession, Session
+from ray_runtime.client._session_calls import TURN_TIMEOUT_S, SessionCalls, turn_body
 from ray_runtime.client._tail import NEXT_FRAME, LogTail, Protocol, tail_flow
 from ray_runtime.errors import TimeoutError
+from ray_runtime.models.agent import End, Event, read_message
 from ray_runtime.models.api import TENANT_HEADER, JobInfo, StreamLimits
 
 __all__ = ["AsyncRuntimeClient", "RuntimeClient"]
@@ -24,6 +28,7 @@ __all__ = ["AsyncRuntimeClient", "RuntimeClient"]
 R = TypeVar("R")
 Flow = Generator[Any, Any, R]  # yields httpx requests, API calls (Request) or Sleeps; returns the answer
 _STREAM_ERRORS = (httpx.TransportError, OSError, EOFError)
+_NDJSON = "application/x-ndjson"
 
 
 def _ws_errors() -> tuple[type[BaseException], ...]:
@@ -43,7 +48,7 @@ def _next_step(flow: Generator[Any, Any, None], answer: Any) -> Any:
         return None
 
 
-class _Base(Calls):
+class _Base(Calls, SessionCalls):
     """What both clients hold: the URL, the credentials, the config, the connection pool, and request building."""
 
     _http_class: type[httpx.Client] | type[httpx.AsyncClient]  # each client names its own; _run waits its way
@@ -103,6 +108,16 @@ class _Base(Calls):
             )
 
         return build
+
+    def _turn_stream(self, session_id: str, request: Any) -> dict[str, Any]:
+        """The arguments of ``http.stream`` for one streamed turn (NDJSON; never repeated)."""
+        return {
+            "method": "POST",
+            "url": f"/api/v1/sessions/{quote(session_id, safe='')}/invoke",
+            "json": turn_body(request),
+            "headers": {"accept": _NDJSON},
+            "timeout": self.config.timeout(TURN_TIMEOUT_S),
+        }
 
     def _send_flow(self, request: Request[R]) -> Flow[R]:
         return send_flow(request, self._build_with(self._http), self.config)
@@ -220,6 +235,40 @@ class RuntimeClient(_Base):
             if frames is not None:
                 frames.close()
 
+    def create_session(
+        self,
+        template: str,
+        *,
+        config: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> Session:
+        """A new agent session of ``template`` (``<plugin>.<action>``), active when this returns.
+
+        Raises:
+            ValidationError: ``config`` does not fit the template's schema (nothing is created).
+            TemplateNotFoundError, RateLimitError (the tenant's session quota).
+        """
+        record = self._run(
+            self._create_session_record(template, config=config, metadata=metadata, idle_timeout_s=idle_timeout_s)
+        )
+        return Session(self, record)
+
+    def session(self, session_id: str) -> Session:
+        """An existing session, as an object to act on."""
+        return Session(self, self.get_session(session_id))
+
+    def stream_turn(self, session_id: str, request: Any) -> Iterator[Event | End]:
+        """Run one turn over HTTP and yield its ``Event``s, then its ``End``; an agent's error raises
+        (``InvocationError``), and so does a host lost mid-turn (``HostLostError``)."""
+        with self._http.stream(**self._turn_stream(session_id, request)) as reply:
+            if reply.status_code >= 400:
+                reply.read()
+                raise decode_error(reply)
+            for line in reply.iter_lines():
+                if line:
+                    yield read_message(json.loads(line))  # type: ignore[misc]
+
     def _frames(self, tail: LogTail) -> Iterator[dict[str, Any]]:
         if tail.protocol == "websocket":
             from websockets.sync.client import connect
@@ -283,6 +332,14 @@ class RuntimeClient(_Base):
     create_key = _blocking(Calls._create_key)
     list_keys = _blocking(Calls._list_keys)
     revoke_key = _blocking(Calls._revoke_key)
+    list_templates = _blocking(SessionCalls._list_templates)
+    get_template = _blocking(SessionCalls._get_template)
+    list_sessions = _blocking(SessionCalls._list_sessions)
+    invoke_agent = _blocking(SessionCalls._invoke_agent)
+    get_session = _blocking(SessionCalls._get_session)
+    close_session = _blocking(SessionCalls._close_session)
+    invoke_session = _blocking(SessionCalls._invoke_session)
+    session_transcript = _blocking(SessionCalls._session_transcript)
 
 
 class AsyncRuntimeClient(_Base):
@@ -371,6 +428,34 @@ class AsyncRuntimeClient(_Base):
             if frames is not None:
                 await frames.aclose()
 
+    async def create_session(
+        self,
+        template: str,
+        *,
+        config: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> AsyncSession:
+        """A new agent session of ``template``, active when this returns (as ``RuntimeClient.create_session``)."""
+        record = await self._run(
+            self._create_session_record(template, config=config, metadata=metadata, idle_timeout_s=idle_timeout_s)
+        )
+        return AsyncSession(self, record)
+
+    async def session(self, session_id: str) -> AsyncSession:
+        """An existing session, as an object to act on."""
+        return AsyncSession(self, await self.get_session(session_id))
+
+    async def stream_turn(self, session_id: str, request: Any) -> AsyncIterator[Event | End]:
+        """Run one turn over HTTP and yield its ``Event``s, then its ``End``; an agent's error raises."""
+        async with self._http.stream(**self._turn_stream(session_id, request)) as reply:
+            if reply.status_code >= 400:
+                await reply.aread()
+                raise decode_error(reply)
+            async for line in reply.aiter_lines():
+                if line:
+                    yield read_message(json.loads(line))  # type: ignore[misc]
+
     async def _frames(self, tail: LogTail) -> AsyncIterator[dict[str, Any]]:
         if tail.protocol == "websocket":
             from websockets.asyncio.client import connect
@@ -432,3 +517,11 @@ class AsyncRuntimeClient(_Base):
     create_key = _awaitable(Calls._create_key)
     list_keys = _awaitable(Calls._list_keys)
     revoke_key = _awaitable(Calls._revoke_key)
+    list_templates = _awaitable(SessionCalls._list_templates)
+    get_template = _awaitable(SessionCalls._get_template)
+    list_sessions = _awaitable(SessionCalls._list_sessions)
+    invoke_agent = _awaitable(SessionCalls._invoke_agent)
+    get_session = _awaitable(SessionCalls._get_session)
+    close_session = _awaitable(SessionCalls._close_session)
+    invoke_session = _awaitable(SessionCalls._invoke_session)
+    session_transcript = _awaitable(SessionCalls._session_transcript)

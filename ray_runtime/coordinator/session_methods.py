@@ -72,7 +72,7 @@ class SessionMethods:
 
     def session_create(self, payload: bytes) -> bytes:
         """Record a session and choose its host; answers the record and the host's name."""
-        tenant, session_id, template, version, options, config, metadata = unpack(payload)
+        tenant, session_id, template, version, options, config, metadata, parent_id = unpack(payload)
 
         def create() -> dict[str, Any]:
             record = self._state.sessions.create(
@@ -87,6 +87,7 @@ class SessionMethods:
                 max_lifetime_s=options["max_lifetime_s"],
                 on_idle=options["on_idle"],
                 recover=options["recover"],
+                parent_id=parent_id,
             )
             return {"session": record.wire(), "host": self._place(record, options)}
 

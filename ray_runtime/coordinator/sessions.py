@@ -74,6 +74,7 @@ class SessionRecord:
     host: str | None = None
     checkpoint: dict[str, Any] | None = None  # {"key", "bytes", "at", "seq"}
     error: str | None = None
+    parent_id: str | None = None  # the session it was forked from
     closed_at: float | None = None
     transitions: list[list[Any]] = field(default_factory=list)  # [at, to, cause]
     due_at: float = 0.0  # when a due unload/close was last handed out (not journaled)
@@ -101,6 +102,7 @@ class SessionRecord:
             "checkpoint_at": checkpoint.get("at"),
             "checkpoint_bytes": checkpoint.get("bytes"),
             "error": self.error,
+            "parent_id": self.parent_id,
             "transitions": [{"at": at, "to": to, "cause": cause} for at, to, cause in self.transitions],
         }
 
@@ -163,6 +165,7 @@ class SessionRegistry:
         max_lifetime_s: float | None,
         on_idle: str,
         recover: str,
+        parent_id: str | None = None,
     ) -> SessionRecord:
         """Record a new session (CREATING); the same id again returns the existing record unchanged."""
         check_name("tenant", tenant)
@@ -198,6 +201,7 @@ class SessionRegistry:
             last_activity_at=now,
             expires_at=None if max_lifetime_s is None else now + max_lifetime_s,
             idle_timeout_s=idle_timeout_s,
+            parent_id=parent_id,
             on_idle=on_idle,
             recover=recover,
         )

@@ -42,6 +42,7 @@ __all__ = [
     "client_message_adapter",
     "frame",
     "protocol_schema",
+    "read_message",
     "server_message_adapter",
 ]
 
@@ -210,3 +211,13 @@ def protocol_schema() -> dict[str, Any]:
 def frame(message: BaseModel) -> str:
     """A message as one WebSocket text frame."""
     return json.dumps(message.model_dump(mode="json", exclude_none=True), separators=(",", ":"))
+
+
+def read_message(raw: dict[str, Any]) -> Status | Event | End | Error | Bye | Pong:
+    """A server message as its model; an ``error`` message raises its typed error instead (``InvocationError``
+    when the agent raised, ``HostLostError`` when its host went away, ...)."""
+    if raw.get("type") == "error":
+        from ray_runtime.errors import from_wire
+
+        raise from_wire({"error": {k: raw[k] for k in ("code", "message", "details") if k in raw}}, 500)
+    return server_message_adapter.validate_python(raw)

@@ -19,6 +19,7 @@ class ActionInfo(BaseModel):
     streaming: bool | None = Field(default=None, description="Yields chunks (None until described).")
     params_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of the parameters.")
     result_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of the result (or a chunk).")
+    config_schema: dict[str, Any] | None = Field(default=None, description="A session template's config schema.")
     problem: str | None = Field(default=None, description="Why the action could not be described (e.g. import error).")
 
 

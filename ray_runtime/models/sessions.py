@@ -92,6 +92,7 @@ class Session(BaseModel):
     checkpoint_at: float | None = None
     checkpoint_bytes: int | None = None
     error: str | None = None
+    parent_id: str | None = Field(default=None, description="The session it was forked from.")
     transitions: list[Transition] = Field(default_factory=list)
 
 

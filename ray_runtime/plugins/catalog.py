@@ -32,10 +32,16 @@ def _loaded(plugin: str, action: str, entrypoint: str) -> LoadedAction:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _describe(plugin: str, entrypoints: dict[str, str]) -> dict[str, dict[str, Any]]:
+def _describe(plugin: str, entrypoints: dict[str, str], sessions: list[str]) -> dict[str, dict[str, Any]]:
     described: dict[str, dict[str, Any]] = {}
     for action, entrypoint in entrypoints.items():
         try:
+            if action in sessions:
+                from ray_runtime.sessions.template import LoadedTemplate
+
+                template = LoadedTemplate.load(plugin, action, Path.cwd(), entrypoint)
+                described[action] = {"streaming": template.streaming, "config_schema": template.config_schema()}
+                continue
             signature = _loaded(plugin, action, entrypoint).signature
             result = signature.result_adapter.json_schema() if signature.result_adapter is not None else None
             described[action] = {
@@ -103,8 +109,10 @@ class PluginCatalog:
         prepared = await asyncio.to_thread(prepare, plugin, next(iter(plugin.manifest.actions)), None)
         described = self._described.get(prepared.package.sha256)
         if described is None:
-            entrypoints = {spec.name: spec.entrypoint for spec in plugin.manifest.actions.values()}
-            ref = _describe.options(runtime_env=prepared.runtime_env).remote(plugin.name, entrypoints)
+            specs = plugin.manifest.actions.values()
+            entrypoints = {spec.name: spec.entrypoint for spec in specs}
+            sessions = [spec.name for spec in specs if "session" in spec.modes]
+            ref = _describe.options(runtime_env=prepared.runtime_env).remote(plugin.name, entrypoints, sessions)
             described = self._described[prepared.package.sha256] = await ref
         return plugin_info(plugin, described)
 

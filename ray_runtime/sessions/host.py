@@ -35,7 +35,7 @@ from ray_runtime.errors import (
     SnapshotFailedError,
     SnapshotTooLargeError,
 )
-from ray_runtime.models.agent import Bye, End, Error, Event, Status
+from ray_runtime.models.agent import Bye, End, Error, Event, Status, read_message
 from ray_runtime.models.sessions import TurnRecord, TurnRequest
 from ray_runtime.sessions.template import LoadedTemplate, SessionContext, TurnContext, as_event, turn_request
 
@@ -416,21 +416,28 @@ class SessionHost:
             live.invocations = live.tokens = 0
             live.reported_seq = live.seq
 
+    async def flush(self) -> None:
+        """Report what is not reported yet (counters, transcript turns) now; kept for the next try if it fails."""
+        for live in self._sessions.values():
+            self._report(live)
+        reports, self._pending = self._pending, []
+        turns, self._turns = self._turns, []
+        if reports or turns:
+            try:
+                await self.registry.report(reports, turns)
+            except Exception:
+                self._pending[:0], self._turns[:0] = reports, turns
+                raise
+
     async def _report_forever(self) -> None:
         """Counters, last activity and transcript turns to the coordinator, in batches; kept and sent again when
         the coordinator is away."""
         while True:
             await asyncio.sleep(_REPORT_EVERY_S)
-            for live in self._sessions.values():
-                self._report(live)
-            reports, self._pending = self._pending, []
-            turns, self._turns = self._turns, []
-            if reports or turns:
-                try:
-                    await self.registry.report(reports, turns)
-                except Exception as exc:
-                    logger.warning("could not report to the coordinator (will retry): %s", exc)
-                    self._pending[:0], self._turns[:0] = reports, turns
+            try:
+                await self.flush()
+            except Exception as exc:
+                logger.warning("could not report to the coordinator (will retry): %s", exc)
             idle = time.monotonic() - self._empty_since
             if not self.dedicated and not self._sessions and idle > _EMPTY_HOST_S:
                 os._exit(0)  # an empty shared host: the pool shrinks (a new one is made when needed)
@@ -475,9 +482,7 @@ def _turn_id() -> str:
 def _outcome(session_id: str, last: dict[str, Any]) -> dict[str, Any]:
     """The ``Invocation`` of a turn from its last message (an ``error`` raises its typed error)."""
     if last.get("type") == "error":
-        from ray_runtime.errors import from_wire
-
-        raise from_wire({"error": {k: last[k] for k in ("code", "message", "details") if k in last}}, 500)
+        read_message(last)  # raises the turn's typed error
     return {
         "session_id": session_id,
         "turn_id": last.get("turn_id"),

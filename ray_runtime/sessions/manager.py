@@ -13,6 +13,7 @@ turn; a ``paused`` one only by an explicit :meth:`resume`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
@@ -28,6 +29,7 @@ from ray_runtime.checks import check_json
 from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.coordinator.handle import _Call
 from ray_runtime.errors import (
+    HostLostError,
     InvalidArgumentError,
     PluginNotFoundError,
     RayRuntimeError,
@@ -39,7 +41,7 @@ from ray_runtime.errors import (
     TimeoutError,
     UnavailableError,
 )
-from ray_runtime.models.agent import server_message_adapter
+from ray_runtime.models.agent import read_message
 from ray_runtime.models.sessions import Invocation, Session, SessionPage, Template, TurnRecord, TurnRequest
 from ray_runtime.plugins.manifest import ActionSpec, Plugin, PluginRegistry
 from ray_runtime.plugins.prepare import PreparedAction, prepare
@@ -135,12 +137,6 @@ class _HostCall:
     tenant: str = ""
 
 
-class HostLostError(UnavailableError):
-    """The session's host died while (or before) it was called; the registry settles its sessions shortly."""
-
-    code = "session_host_lost"
-
-
 def _host_handle(call: _HostCall) -> Any:
     """The host actor, created (detached, in the template's runtime_env) when it does not exist yet."""
     import ray
@@ -220,12 +216,15 @@ class _SessionFlows:
         idle_timeout_s: float | Unset | None,
         restore: list[str] | None = None,
         cause: str = "created",
+        parent_id: str | None = None,
     ) -> Flow:
         prepared: PreparedAction = yield _Prepare(template)
         options = _options(prepared, idle_timeout_s)
         session_id = new_id("ses")
         config = dict(config or {})
-        placed = yield self.registry._create(session_id, template, prepared.version, options, config, metadata)
+        placed = yield self.registry._create(
+            session_id, template, prepared.version, options, config, metadata, parent_id
+        )
         open_args = (session_id, prepared.version, json.dumps(config), restore, 0, cause)
         try:
             yield _HostCall(placed["host"], "open", open_args, prepared, self.tenant)
@@ -295,6 +294,14 @@ class _SessionFlows:
         raw = yield from self._on_host_flow(session_id, "invoke", _request(request))
         return Invocation.model_validate(raw)
 
+    def _transcript_flow(self, session_id: str) -> Flow:
+        """The transcript, with the turns its host has not reported yet."""
+        session = yield self.registry._get(session_id)
+        if session.status.value == "active" and session.host:
+            with contextlib.suppress(UnavailableError):  # what a lost host had is lost; the registry has the rest
+                yield _HostCall(session.host, "flush", ())
+        return (yield self.registry._transcript(session_id))
+
     def _pause_flow(self, session_id: str) -> Flow:
         session = yield self.registry._get(session_id)
         status = session.status.value
@@ -325,6 +332,7 @@ class _SessionFlows:
                 session.idle_timeout_s,
                 restore=[session_id, key],
                 cause=f"forked from {session_id}",
+                parent_id=session_id,
             )
         )
 
@@ -467,7 +475,7 @@ class Sessions(_SessionFlows):
         stream = handle.invoke_stream.options(num_returns="streaming").remote(session_id, _request(request))
         try:
             for ref in stream:
-                yield _message(ray.get(ref))
+                yield read_message(ray.get(ref))
         except Exception as exc:
             self._routes.pop(session_id, None)
             raise _host_error(exc) from None
@@ -515,7 +523,7 @@ class Sessions(_SessionFlows):
 
     def transcript(self, session_id: str) -> list[TurnRecord]:
         """The session's turns, oldest first (the newest 500)."""
-        return self.registry.transcript(session_id)
+        return self._drive(self._transcript_flow(session_id))
 
     def list_templates(self, *, tags: list[str] | None = None, name: str | None = None) -> list[Template]:
         return self.templates.list(tags=tags, name=name)
@@ -576,12 +584,18 @@ class AsyncSessions(_SessionFlows):
         return await self._drive(self._invoke_flow(session_id, request))
 
     async def invoke_stream(self, session_id: str, request: Any) -> AsyncIterator[Any]:
+        async for raw in self.stream_messages(session_id, request):
+            yield read_message(raw)
+
+    async def stream_messages(self, session_id: str, request: Any) -> AsyncIterator[dict[str, Any]]:
+        """A turn's messages as the host sends them (an agent's failure is its last, ``error``, message)."""
+        body = _request(request)
         session = await self._drive(self._route_flow(session_id))
         handle = self._handle(_HostCall(session.host or "", "invoke_stream", ()))
-        stream = handle.invoke_stream.options(num_returns="streaming").remote(session_id, _request(request))
+        stream = handle.invoke_stream.options(num_returns="streaming").remote(session_id, body)
         try:
             async for ref in stream:
-                yield _message(await ref)
+                yield await ref
         except Exception as exc:
             self._routes.pop(session_id, None)
             raise _host_error(exc) from None
@@ -628,7 +642,7 @@ class AsyncSessions(_SessionFlows):
         return await self.registry.list(**filters)
 
     async def transcript(self, session_id: str) -> list[TurnRecord]:
-        return await self.registry.transcript(session_id)
+        return await self._drive(self._transcript_flow(session_id))
 
     async def list_templates(self, *, tags: list[str] | None = None, name: str | None = None) -> list[Template]:
         return await asyncio.to_thread(self.templates.list, tags=tags, name=name)
@@ -643,12 +657,3 @@ class AsyncSessions(_SessionFlows):
             return await self.invoke(session.id, request)
         finally:
             await self.close(session.id)
-
-
-def _message(raw: dict[str, Any]) -> Any:
-    """A host's message as its protocol model; an ``error`` one raises its typed error."""
-    if raw.get("type") == "error":
-        from ray_runtime.errors import from_wire
-
-        raise from_wire({"error": {k: raw[k] for k in ("code", "message", "details") if k in raw}}, 500)
-    return server_message_adapter.validate_python(raw)

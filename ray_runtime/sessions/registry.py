@@ -38,8 +38,9 @@ class _RegistryCalls(_Handle):
         options: dict[str, Any],
         config: Any,
         metadata: Any = None,
+        parent_id: str | None = None,
     ) -> _Call[dict[str, Any]]:
-        """Record a new session; answers ``{"session", "host"}`` (the host it goes to)."""
+        """Record a new session (forked from ``parent_id``); answers ``{"session", "host"}`` (its host)."""
         args = (
             self.tenant,
             session_id,
@@ -48,6 +49,7 @@ class _RegistryCalls(_Handle):
             options,
             _to_json("config", config),
             None if metadata is None else _to_json("metadata", metadata),
+            parent_id,
         )
         return _Call("session_create", args, _placed)
 

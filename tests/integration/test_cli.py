@@ -219,3 +219,44 @@ def test_cluster_commands_say_which_cluster_they_joined_and_never_guess(ray_clus
         assert "the only Ray cluster running on this machine" in said
     else:  # another Ray runs here too (a developer's): it refuses to pick one
         assert unnamed.returncode == 3 and "none was named" in said, said
+
+
+def test_template_and_session_commands(cli):
+    code, out, _ = cli("template", "list", "--tag", "fixture", "--tag", "dedicated", "--json")
+    assert code == 0 and [t["id"] for t in data(out)] == ["agents.mortal", "agents.phoenix"]
+    code, out, _ = cli("template", "get", "agents.counter")
+    assert code == 0 and "isolation: shared" in out and '"minimum": 0' in out
+    tag = uuid.uuid4().hex[:8]
+    created = cli("session", "create", "agents.counter", "-c", '{"start": 10}', "--metadata", f"tag={tag}", "--json")
+    code, out, _ = created
+    assert code == 0, out
+    session_id = data(out)["id"]
+    code, out, _ = cli("session", "invoke", session_id, "hello", "-d", '{"sleep": 0.1}')
+    assert code == 0 and "counter 11" in out and "[progress]" in out and "succeeded in" in out and "2 tokens" in out
+    code, out, _ = cli("session", "invoke", session_id, "again", "--json")
+    assert code == 0 and data(out)["result"]["count"] == 12
+    code, _, err = cli("session", "invoke", session_id, "-d", '{"fail": true}')
+    assert code == 1 and "refuses on purpose" in err
+    code, out, _ = cli("session", "pause", session_id, "--json")
+    assert code == 0 and data(out)["status"] == "paused"
+    code, _, err = cli("session", "invoke", session_id, "while paused")
+    assert code == 2 and "paused" in err
+    assert cli("session", "resume", session_id)[0] == 0
+    code, out, _ = cli("session", "fork", session_id, "--json")
+    fork_id = data(out)["id"]
+    assert code == 0 and data(out)["parent_id"] == session_id
+    code, out, _ = cli("session", "list", "--metadata", f"tag={tag}", "--json")
+    assert {s["id"] for s in data(out)["items"]} == {session_id, fork_id}
+    code, out, _ = cli("session", "list", "--metadata", f"tag={tag}")
+    assert session_id in out and fork_id in out and "active" in out
+    code, out, _ = cli("session", "get", session_id)
+    assert code == 0 and "paused" in out and "resumed" in out
+    code, out, _ = cli("session", "transcript", session_id, "--json")
+    assert [t["request"].get("text") for t in data(out)] == ["hello", "again", None]
+    for each in (fork_id, session_id):
+        code, out, _ = cli("session", "close", each, "--json")
+        assert code == 0 and data(out)["status"] == "closed"
+    code, _, err = cli("session", "create", "agents.counter", "-c", '{"start": -2}')
+    assert code == 2 and "start" in err
+    code, _, err = cli("session", "get", "ses_00000000000000000000000000")
+    assert code == 2 and "does not exist" in err

@@ -26,14 +26,17 @@ MISSING = {
     "key_id": "MISSINGKEY00",
     "name": "missing.app",
     "tenant": "missing-tenant",
+    "session_id": "ses_00000000000000000000000000",
 }
-GLOBAL = {"protocol", "package_name", "kind", "item_id", "queue"}  # not tenant objects (see the notes below)
+# not tenant objects (see the notes below)
+GLOBAL = {"protocol", "package_name", "kind", "item_id", "queue", "template_id"}
 BODIES = {  # a body each write would accept if the id were the caller's own
     ("post", "/api/v1/attempts/{attempt_id}/complete"): {"result": "stolen"},
     ("post", "/api/v1/attempts/{attempt_id}/fail"): {"error": "stolen", "retryable": False},
     ("post", "/api/v1/attempts/{attempt_id}/heartbeat"): {},
     ("put", "/api/v1/serve/applications/{name}"): {"plugin": "echo"},
     ("put", "/api/v1/tenants/{tenant}/limits"): {"max_queued_tasks": 0},
+    ("post", "/api/v1/sessions/{session_id}/invoke"): {"text": "stolen"},
 }
 READ_ONLY_POSTS = {"/api/v1/tasks/wait"}  # a POST that only reads (long poll with a body)
 
@@ -51,6 +54,7 @@ def alphas(facade):
             "/api/v1/resources", json={"resources": {"p": {"resource_type": "prompt_template", "template": "x"}}}
         ).json()
         key = alpha.post("/api/v1/keys", json={"tenant": "alpha", "scope": "read", "name": "matrix"}).json()
+        session = alpha.post("/api/v1/sessions", json={"template": "agents.counter"}).json()["id"]
         deployed = alpha.put("/api/v1/serve/applications/echo", json={"plugin": "echo"})
         assert deployed.status_code == 200, deployed.text
     real = {
@@ -64,6 +68,7 @@ def alphas(facade):
         "key_id": key["info"]["key_id"],
         "name": "echo.say",
         "tenant": "alpha",
+        "session_id": session,
     }
     yield real
     with facade.client("alpha") as alpha:
@@ -90,6 +95,9 @@ def snapshot(facade, real: dict) -> dict:
             "keys": sorted(k["key_id"] for k in alpha.get("/api/v1/keys").json() if k["revoked_at"] is None),
             "app": alpha.get(f"/api/v1/serve/applications/{real['name']}").json()["tenant"],
             "limits": alpha.get("/api/v1/tenants/alpha/limits").json(),
+            "session": {
+                k: v for k, v in alpha.get(f"/api/v1/sessions/{real['session_id']}").json().items() if k != "host"
+            },
         }
 
 
