@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz soak clean
+.PHONY: demo test lint bench fuzz soak docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ fuzz: $(STAMP)  # schemathesis over every operation for 20 minutes (CI runs one 
 
 soak: $(STAMP)  # 30 minutes of mixed traffic; prints the façade's and the coordinator's growth
 	$(BIN)/python -m bench.soak --minutes $${SOAK_MINUTES:-30}
+
+docs: $(STAMP)  # the agent protocol's JSON Schema, from its models
+	$(BIN)/python -c "import json; from ray_runtime.models.agent import protocol_schema; print(json.dumps(protocol_schema(), indent=2))" > docs/agent-protocol.schema.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

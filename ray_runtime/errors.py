@@ -148,6 +148,19 @@ class BadRequestError(CallerError):
     http_status = 400
 
 
+class BadMessageError(BadRequestError):
+    """A WebSocket frame of the agent protocol could not be used (not JSON, an unknown type, a wrong field)."""
+
+    code = "bad_message"
+
+
+class FrameTooLargeError(BadRequestError):
+    """A WebSocket frame is over the agent protocol's cap."""
+
+    code = "frame_too_large"
+    http_status = 413
+
+
 class InvalidArgumentError(BadRequestError):
     """One argument is out of range or of the wrong form."""
 

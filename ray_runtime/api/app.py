@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray_runtime._version import __version__
 from ray_runtime.api.middleware import Guard
 from ray_runtime.api.routes import (
+    agent_socket,
     cluster,
     health,
     jobs,
@@ -155,7 +156,8 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     app.state.metrics = metrics
     app.add_middleware(Guard, services=services, metrics=metrics, limit_for=_body_limit(settings))
     _install_error_handlers(app)
-    families = (health, jobs, ray_jobs, cluster, serve, plugins, sessions, queues, resources, keys, tenants, legacy)
+    families = (health, jobs, ray_jobs, cluster, serve, plugins, sessions, agent_socket, queues, resources, keys)
+    families += (tenants, legacy)
     for module in families:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

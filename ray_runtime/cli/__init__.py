@@ -16,6 +16,7 @@ import typer
 from ray_runtime._version import __version__
 from ray_runtime.cli import local
 from ray_runtime.cli.admin import admin_app, keys_app
+from ray_runtime.cli.chat import chat
 from ray_runtime.cli.jobs import job_app
 from ray_runtime.cli.plugins import plugin_app, run_app
 from ray_runtime.cli.queues import queue_app, resources_app, task_app
@@ -40,6 +41,7 @@ def version() -> None:
 app.command("up")(local.up)
 app.command("down")(local.down)
 app.command("status")(local.status)
+app.command("chat")(chat)
 app.add_typer(job_app, name="job")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(queue_app, name="queue")

@@ -15,6 +15,7 @@ Every failure is a :class:`ClientError` (the one error tree of :mod:`ray_runtime
 from ray_runtime.client._clients import AsyncRuntimeClient, RuntimeClient
 from ray_runtime.client._http import ClientConfig
 from ray_runtime.client._session import AsyncSession, Session
+from ray_runtime.client._socket import AgentSocket, AsyncAgentSocket, AsyncResponseIterator, ResponseIterator
 from ray_runtime.client._tasks import TaskClient
 from ray_runtime.errors import (
     AuthenticationError,
@@ -43,6 +44,9 @@ from ray_runtime.models.api import JobInfo, JobStatus, StreamLimits
 from ray_runtime.models.sessions import Invocation, SessionStatus, Template, TurnRequest
 
 __all__ = [
+    "AgentSocket",
+    "AsyncAgentSocket",
+    "AsyncResponseIterator",
     "AsyncRuntimeClient",
     "AsyncSession",
     "AuthenticationError",
@@ -61,6 +65,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseIterator",
     "RuntimeClient",
     "ServerError",
     "Session",

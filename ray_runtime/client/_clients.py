@@ -15,7 +15,15 @@ from ray_runtime._twins import awaitable as _awaitable
 from ray_runtime._twins import blocking as _blocking
 from ray_runtime._version import __version__
 from ray_runtime.client._calls import Calls
-from ray_runtime.client._http import ClientConfig, Request, Sleep, decode_error, handshake_errors, send_flow
+from ray_runtime.client._http import (
+    ClientConfig,
+    Request,
+    Sleep,
+    decode_error,
+    handshake_errors,
+    next_step,
+    send_flow,
+)
 from ray_runtime.client._session import AsyncSession, Session
 from ray_runtime.client._session_calls import TURN_TIMEOUT_S, SessionCalls, turn_body
 from ray_runtime.client._tail import NEXT_FRAME, LogTail, Protocol, tail_flow
@@ -38,14 +46,6 @@ def _ws_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         return _STREAM_ERRORS
     return (WebSocketException, *_STREAM_ERRORS)
-
-
-def _next_step(flow: Generator[Any, Any, None], answer: Any) -> Any:
-    """The flow's next step, given the answer to its last one; None when the flow is done."""
-    try:
-        return flow.send(answer)
-    except StopIteration:
-        return None
 
 
 class _Base(Calls, SessionCalls):
@@ -216,7 +216,7 @@ class RuntimeClient(_Base):
         tail = LogTail(job_id, protocol, offset, limits, self.config)
         flow, frames, answer = tail_flow(tail), None, None
         try:
-            while (step := _next_step(flow, answer)) is not None:
+            while (step := next_step(flow, answer)) is not None:
                 answer = None
                 if step is NEXT_FRAME:
                     frames = frames or self._frames(tail)
@@ -408,7 +408,7 @@ class AsyncRuntimeClient(_Base):
         tail = LogTail(job_id, protocol, offset, limits, self.config)
         flow, frames, answer = tail_flow(tail), None, None
         try:
-            while (step := _next_step(flow, answer)) is not None:
+            while (step := next_step(flow, answer)) is not None:
                 answer = None
                 if step is NEXT_FRAME:
                     frames = frames or self._frames(tail)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -51,6 +52,39 @@ class ClientConfig(BaseModel):
     def delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter before retry ``attempt`` (1-based)."""
         return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+def next_step(flow: Generator[Any, Any, Any], answer: Any) -> Any:
+    """The flow's next step, given the answer to its last one; None when the flow is done."""
+    try:
+        return flow.send(answer)
+    except StopIteration:
+        return None
+
+
+class ReconnectBudget:
+    """How long a stream keeps reconnecting: a backoff before each try, given up ``reconnect_for_s`` after it went
+    down (the count starts again once it hears from the server)."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.failures = 0
+        self.down_since: float | None = None
+
+    def heard(self) -> None:
+        self.failures, self.down_since = 0, None
+
+    def lost(self, what: str, resume: str, error: BaseException | None = None) -> float:
+        """Seconds to wait before the next try; ``UnavailableError`` (saying how to resume) once out of time."""
+        self.failures += 1
+        now = time.monotonic()
+        self.down_since = self.down_since or now
+        if now - self.down_since > self.config.reconnect_for_s:
+            raise UnavailableError(
+                f"lost {what} and could not get it back for {self.config.reconnect_for_s:g}s ({self.failures} "
+                f"tries); resume later with {resume}"
+            ) from error
+        return self.config.delay(self.failures)
 
 
 @dataclass(frozen=True)

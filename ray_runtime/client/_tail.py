@@ -9,12 +9,11 @@ of the last frame received, so no line is lost or repeated.
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections.abc import Generator
 from typing import Any, Literal
 
-from ray_runtime.client._http import ClientConfig, Sleep
-from ray_runtime.errors import RayRuntimeError, StreamLimitError, UnavailableError, from_wire
+from ray_runtime.client._http import ClientConfig, ReconnectBudget, Sleep
+from ray_runtime.errors import RayRuntimeError, StreamLimitError, from_wire
 from ray_runtime.models.api import StreamLimits
 
 __all__ = ["NEXT_FRAME", "LogTail", "Protocol", "tail_flow"]
@@ -31,18 +30,17 @@ class LogTail:
             raise ValueError(f"protocol must be 'auto', 'websocket' or 'http'; got {protocol!r}")
         self.job_id = job_id
         websockets = importlib.util.find_spec("websockets") is not None
+        self.fallback = protocol == "auto"  # WebSocket first, HTTP if it does not get through
         if protocol == "auto":
             protocol = "websocket" if websockets else "http"
         self.protocol: Literal["websocket", "http"] = protocol
-        self.fallback = protocol == "auto"
         self.offset = offset
         self.limits = limits
         self.config = config
         self.ended = False
         self.status: str | None = None
         self._lines = self._bytes = self._messages = 0
-        self._failures = 0
-        self._down_since: float | None = None
+        self._reconnects = ReconnectBudget(config)
         self._received_on_this_connection = False
 
     def path(self) -> str:
@@ -62,7 +60,7 @@ class LogTail:
         """The lines a frame carries; marks the end, or raises for a limit or a server error."""
         kind = frame.get("type")
         self._received_on_this_connection = True
-        self._failures, self._down_since = 0, None
+        self._reconnects.heard()
         if kind == "lines":
             data = frame.get("data", "")
             self._count(data)
@@ -100,16 +98,7 @@ class LogTail:
         if self.fallback and self.protocol == "websocket" and not self._received_on_this_connection:
             self.protocol = "http"  # WebSocket did not get through (a proxy?): HTTP from here on
             return 0.0
-        self._failures += 1
-        now = time.monotonic()
-        self._down_since = self._down_since or now
-        if now - self._down_since > self.config.reconnect_for_s:
-            raise UnavailableError(
-                f"lost the log stream of {self.job_id} and could not get it back for "
-                f"{self.config.reconnect_for_s:g}s ({self._failures} tries) at offset {self.offset}; "
-                f"resume later with offset={self.offset}"
-            ) from error
-        return self.config.delay(self._failures)
+        return self._reconnects.lost(f"the log stream of {self.job_id}", f"offset={self.offset}", error)
 
 
 def tail_flow(tail: LogTail) -> Generator[str | Sleep | list[str], dict[str, Any] | BaseException | None, None]:

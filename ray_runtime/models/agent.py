@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
+    "AGENT_SUBPROTOCOL",
+    "KEY_SUBPROTOCOL_PREFIX",
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
     "AgentEvent",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = "1.0"
+AGENT_SUBPROTOCOL = "rr.agent.v1"  # the WebSocket subprotocol the server answers with
+KEY_SUBPROTOCOL_PREFIX = "rr.key."  # a browser's key, offered as the subprotocol rr.key.<key> (never in the URL)
 MAX_FRAME_BYTES = 1 << 20  # a bigger frame (either way) gets an error, and the socket stays open
 
 

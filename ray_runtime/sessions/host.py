@@ -44,6 +44,7 @@ __all__ = ["HOST_NAMESPACE", "SessionHost"]
 logger = logging.getLogger("ray_runtime.sessions")
 HOST_NAMESPACE = "ray_runtime"
 _REPORT_EVERY_S = 0.5
+_TURNS_REMEMBERED = 256  # turn ids a session remembers, so a turn sent again after a reconnect runs once
 _EMPTY_HOST_S = 60.0  # a shared host with no session for this long ends (the pool shrinks)
 _TURNS_BUFFERED = 2  # the replay buffer holds the current and the last turn
 _BUFFERED_MESSAGES = 100_000  # and never more than this many messages
@@ -65,6 +66,7 @@ class _Live:
     buffer: collections.deque[tuple[str, dict[str, Any]]] = field(default_factory=collections.deque)
     turns: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_TURNS_BUFFERED))
     subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    started: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_TURNS_REMEMBERED))
     invocations: int = 0
     tokens: int = 0
     last_at: float = field(default_factory=time.time)
@@ -240,8 +242,11 @@ class SessionHost:
         live = self._live(session_id)
         turn = turn_request(request)
         turn_id = turn.turn_id or _turn_id()
+        if turn_id in live.started:
+            return turn_id  # sent again by a client that reconnected: a turn runs once
         if live.lock.locked() and self.options.get("busy", "reject") == "reject":
             raise SessionBusyError(session_id, live.turn.turn_id if live.turn else None)
+        live.started.append(turn_id)
 
         async def drive() -> None:
             with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ray_runtime.cli import app
+from ray_runtime.client import RuntimeClient
 
 
 @pytest.fixture
@@ -260,3 +261,82 @@ def test_template_and_session_commands(cli):
     assert code == 2 and "start" in err
     code, _, err = cli("session", "get", "ses_00000000000000000000000000")
     assert code == 2 and "does not exist" in err
+
+
+class Terminal:
+    """A command running in a real pseudo-terminal: type lines, wait for text on its screen."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import pty
+
+        self._primary, secondary = pty.openpty()
+        self.process = subprocess.Popen(args, stdin=secondary, stdout=secondary, stderr=secondary, env=env)
+        os.close(secondary)
+        self.screen = ""
+
+    def type(self, line: str) -> None:
+        os.write(self._primary, line.encode() + b"\r")
+
+    def expect(self, text: str, timeout_s: float = 60) -> str:
+        """Read until ``text`` shows (ANSI codes removed); everything read since the last expect."""
+        import re
+        import select
+        import time
+
+        deadline, start = time.monotonic() + timeout_s, len(self.screen)
+        while text not in self.screen[start:]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.process.poll() is not None and not select.select([self._primary], [], [], 0)[0]):
+                raise AssertionError(f"{text!r} did not show; the screen ends with:\n{self.screen[-2000:]}")
+            if select.select([self._primary], [], [], min(remaining, 0.5))[0]:
+                try:
+                    chunk = os.read(self._primary, 65536).decode(errors="replace")
+                except OSError:  # the command ended and its terminal closed
+                    chunk = ""
+                self.screen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", chunk)
+        return self.screen[start:]
+
+    def say(self, line: str, until: str = "you>") -> str:
+        """Type a line at the prompt; what the command printed until ``until`` (by default its next prompt)."""
+        self.type(line)
+        return self.expect(until)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=30)
+        os.close(self._primary)
+
+
+def test_chat_in_a_real_terminal(facade, tmp_path):
+    env = {
+        **os.environ,
+        "RAY_RUNTIME_URL": facade.url,
+        "RAY_RUNTIME_API_KEY": facade.keys["alpha"],
+        "RAY_RUNTIME_CONFIG": str(tmp_path / "absent.toml"),
+        "RAY_RUNTIME_LOCAL_DIR": str(tmp_path / "no-local-runtime"),
+        "TERM": "xterm-256color",
+        "COLUMNS": "120",
+    }
+    terminal = Terminal([sys.executable, "-m", "ray_runtime", "chat", "chat.assistant", "--keep"], env)
+    try:
+        opening = terminal.expect("you>")
+        session_id = opening.split("session ", 1)[1].split()[0]
+        assert "Nice to meet you, Ada." in terminal.say("My name is Ada")
+        answered = terminal.say("What is 6 * 7?")
+        assert "calculator" in answered and "42" in answered and "succeeded" in answered and "tokens" in answered
+        assert "paused" in terminal.say("/pause")
+        assert "active" in terminal.say("/resume")
+        assert "Your name is Ada." in terminal.say("What is my name?")  # memory kept across the pause
+        forked = terminal.say("/fork")
+        assert "now talking to the fork" in forked
+        fork_id = forked.split("forked ", 1)[1].split()[0]
+        assert "Your name is Ada." in terminal.say("What is my name?")  # the fork has the memory too
+        terminal.say("/exit", until="left")
+        assert terminal.process.wait(timeout=30) == 0
+    finally:
+        terminal.close()
+    with RuntimeClient(facade.url, facade.keys["alpha"]) as client:
+        assert client.get_session(session_id).status == "active" and client.get_session(fork_id).parent_id == session_id
+        for each in (session_id, fork_id):
+            client.close_session(each)
