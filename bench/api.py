@@ -160,10 +160,11 @@ def measure_client_overhead(facade: str, key: str, finished: str, n: int) -> dic
     return {f"client_get_{name}": statistics.median(values) for name, values in samples.items()}
 
 
-def start_facade(address: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def start_facade(address: str, env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
+    """A façade process on a free loopback port (``args``: more ``ray-runtime api`` options); its URL when ready."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ray_runtime", "api", "--port", str(port), "--address", address],
+        [sys.executable, "-m", "ray_runtime", "api", "--port", str(port), "--address", address, *args],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -5,6 +5,8 @@
 3. Serve HTTP: `textstats` as JSON, as an NDJSON stream and as server-sent events.
 4. Queues: `rollout` workers (a `ray-runtime worker` on Ray and a TaskClient over HTTP) share a queue while
    cooler LLM settings are published mid-run; rewards by resources version show the switch.
+5. Agent sessions: the `chat` agent streams over the agent protocol's WebSocket, calls a tool, is paused and
+   resumed with its memory, and forked; the CLI lists them.
 
 Everything runs in its own folder on free ports, so it needs nothing else on the machine and leaves nothing behind.
 """
@@ -28,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ray_runtime import LLM, PromptTemplate
-from ray_runtime.client import RuntimeClient, TaskClient
+from ray_runtime.client import AgentSocket, RuntimeClient, TaskClient
 from ray_runtime.local import LocalRuntime, load_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +61,7 @@ def main() -> None:
             job_tour(client, env)
             serve_tour(state.serve_url)
             queue_tour(client, state, env)
+            session_tour(client, env)
         cli("status", env=env)
     finally:
         console.rule("ray-runtime down")
@@ -167,6 +170,37 @@ def queue_tour(client: RuntimeClient, state: LocalRuntime, env: dict[str, str]) 
         )
     console.print(table)
     console.print("rollouts per worker kind: " + ", ".join(f"{kind} {n}" for kind, n in by_worker.items()))
+
+
+def session_tour(client: RuntimeClient, env: dict[str, str]) -> None:
+    console.rule("5. agent sessions: stream over the agent socket, pause, resume, fork")
+    cli("template", "list", "--tag", "chat", env=env)
+
+    def say(socket: AgentSocket, text: str) -> None:
+        console.print(f"[bold cyan]you>[/] {text}\n[bold green]agent>[/] ", end="")
+        reply = socket.send_message(text)
+        for event in reply:
+            if event.kind == "text_chunk":
+                console.print(event.text, end="", highlight=False)
+            elif event.kind in ("tool_call", "tool_result"):
+                console.print(f"[dim]\n  {event.kind}: {event.model_dump_json(exclude={'kind'})}[/]")
+        console.print(f"\n[dim]  {reply.tokens} tokens in {reply.duration_s * 1e3:.1f} ms[/]")
+
+    session = client.create_session("chat.assistant", config={"persona": "guide"}, metadata={"origin": "demo"})
+    with session.socket() as socket:
+        say(socket, "My name is Ada")
+        say(socket, "What is 6 * 7?")
+    session.pause()
+    console.print(f"paused {session.id}: {session.record.checkpoint_bytes} bytes checkpointed, its host freed it")
+    session.resume()
+    with session.socket() as socket:
+        say(socket, "What is my name?")
+    fork = session.fork(metadata={"origin": "demo", "fork": "yes"})
+    with fork.socket() as socket:
+        say(socket, "What did I say?")
+    cli("session", "list", "--metadata", "origin=demo", env=env)
+    for each in (fork, session):
+        each.close()
 
 
 def wait_all(client: RuntimeClient) -> None:

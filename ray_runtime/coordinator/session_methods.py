@@ -19,13 +19,15 @@ from typing import Any
 from ray_runtime.coordinator.packing import pack, unpack
 from ray_runtime.coordinator.sessions import SessionRecord
 from ray_runtime.coordinator.snapshots import SnapshotStore
-from ray_runtime.errors import RayRuntimeError
+from ray_runtime.errors import InvalidArgumentError, RayRuntimeError
 
 __all__ = ["SessionMethods", "host_name", "pool_prefix"]
 
 logger = logging.getLogger(__name__)
 HOST_NAMESPACE = "ray_runtime"
 _WATCH_EVERY_S = 0.5
+
+MAX_IMPORT = 10_000  # sessions per import call
 
 
 def pool_prefix(tenant: str, template: str, package: str) -> str:
@@ -92,6 +94,33 @@ class SessionMethods:
             return {"session": record.wire(), "host": self._place(record, options)}
 
         return self._call(dict, create)
+
+    def session_import(self, payload: bytes) -> bytes:
+        """Record many sessions as PAUSED at once, in one durable change (a migration, a seed); each starts fresh
+        from its config when resumed. Answers their ids."""
+        tenant, template, version, options, items = unpack(payload)
+        if not isinstance(items, list) or len(items) > MAX_IMPORT:
+            raise InvalidArgumentError("items", f"must be a list of at most {MAX_IMPORT} sessions")
+
+        def import_all() -> list[str]:
+            for session_id, config, metadata in items:
+                self._state.sessions.create(
+                    tenant,
+                    session_id,
+                    template,
+                    version,
+                    isolation=options["isolation"],
+                    config=config,
+                    metadata=metadata,
+                    idle_timeout_s=options["idle_timeout_s"],
+                    max_lifetime_s=options["max_lifetime_s"],
+                    on_idle=options["on_idle"],
+                    recover=options["recover"],
+                )
+                self._state.sessions.rested(tenant, session_id, "paused", None, 0, "imported")
+            return [item[0] for item in items]
+
+        return self._call(list, import_all)
 
     def _place(self, record: SessionRecord, options: dict[str, Any]) -> str:
         load = self._state.sessions.pool_load(pool_prefix(record.tenant, record.template, options.get("package", "")))

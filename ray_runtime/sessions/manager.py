@@ -13,10 +13,11 @@ turn; a ``paused`` one only by an explicit :meth:`resume`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,15 @@ class _SessionFlows:
         raw = yield from self._on_host_flow(session_id, "invoke", _request(request))
         return Invocation.model_validate(raw)
 
+    def _import_flow(self, template: str, items: Iterable[Mapping[str, Any]], batch: int) -> Flow:
+        prepared: PreparedAction = yield _Prepare(template)
+        options = _options(prepared)
+        ids: list[str] = []
+        rows = [(new_id("ses"), dict(item.get("config") or {}), item.get("metadata")) for item in items]
+        for start in range(0, len(rows), batch):
+            ids += yield self.registry._import(template, prepared.version, options, rows[start : start + batch])
+        return ids
+
     def _transcript_flow(self, session_id: str) -> Flow:
         """The transcript, with the turns its host has not reported yet."""
         session = yield self.registry._get(session_id)
@@ -525,6 +535,14 @@ class Sessions(_SessionFlows):
         """The session's turns, oldest first (the newest 500)."""
         return self._drive(self._transcript_flow(session_id))
 
+    def import_paused(
+        self, template: str, items: Iterable[Mapping[str, Any]], *, batch: int = 5_000
+    ) -> builtins.list[str]:
+        """Record many sessions of ``template`` as PAUSED, ``batch`` per durable change (a migration from another
+        system, a seed): each item a dict with ``config`` and ``metadata``. A session starts fresh from its
+        config when resumed (a bad config is refused then, and it stays paused). Their ids, in order."""
+        return self._drive(self._import_flow(template, items, batch))
+
     def list_templates(self, *, tags: list[str] | None = None, name: str | None = None) -> list[Template]:
         return self.templates.list(tags=tags, name=name)
 
@@ -643,6 +661,11 @@ class AsyncSessions(_SessionFlows):
 
     async def transcript(self, session_id: str) -> list[TurnRecord]:
         return await self._drive(self._transcript_flow(session_id))
+
+    async def import_paused(
+        self, template: str, items: Iterable[Mapping[str, Any]], *, batch: int = 5_000
+    ) -> builtins.list[str]:
+        return await self._drive(self._import_flow(template, items, batch))
 
     async def list_templates(self, *, tags: list[str] | None = None, name: str | None = None) -> list[Template]:
         return await asyncio.to_thread(self.templates.list, tags=tags, name=name)

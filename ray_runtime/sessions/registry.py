@@ -106,6 +106,16 @@ class _RegistryCalls(_Handle):
             lambda raw: [TurnRecord.model_validate_json(t) for t in raw],
         )
 
+    def _import(
+        self, template: str, version: str, options: dict[str, Any], items: list[tuple[str, Any, Any]]
+    ) -> _Call[list[str]]:
+        """Record many PAUSED sessions at once: ``items`` are (session id, config, metadata)."""
+        rows = [
+            (session_id, _to_json("config", config), None if metadata is None else _to_json("metadata", metadata))
+            for session_id, config, metadata in items
+        ]
+        return _Call("session_import", (self.tenant, template, version, options, rows), list)
+
     def _snapshot(self, session_id: str, key: str) -> _Call[bytes]:
         return _Call("session_snapshot", (self.tenant, session_id, key), bytes)
 
@@ -131,6 +141,7 @@ class SessionRegistry(_RegistryCalls, _Blocking):
     transcript = blocking(_RegistryCalls._transcript)
     snapshot = blocking(_RegistryCalls._snapshot)
     counts = blocking(_RegistryCalls._counts)
+    import_paused = blocking(_RegistryCalls._import)
 
 
 class AsyncSessionRegistry(_RegistryCalls, _Awaitable):
@@ -151,3 +162,4 @@ class AsyncSessionRegistry(_RegistryCalls, _Awaitable):
     transcript = awaitable(_RegistryCalls._transcript)
     snapshot = awaitable(_RegistryCalls._snapshot)
     counts = awaitable(_RegistryCalls._counts)
+    import_paused = awaitable(_RegistryCalls._import)

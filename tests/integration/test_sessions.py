@@ -358,3 +358,18 @@ def test_a_second_resume_waits_for_the_first(agents):
     assert len(results) == 2 and results[0] == results[1]
     assert agents.invoke(session.id, "y").result["count"] == 2
     agents.close(session.id)
+
+
+def test_sessions_imported_in_bulk_are_paused_and_start_fresh_from_their_config_on_resume(agents):
+    tag = f"import-{time.time_ns()}"
+    items = [{"config": {"start": n * 10}, "metadata": {"tag": tag, "n": n}} for n in range(7)]
+    ids = agents.import_paused("agents.counter", items, batch=3)  # three durable changes
+    assert len(ids) == len(set(ids)) == 7
+    listed = agents.list(metadata={"tag": tag}, limit=100).items
+    assert {s.id for s in listed} == set(ids) and {s.status.value for s in listed} == {"paused"}
+    assert agents.get(ids[4]).transitions[-1].cause == "imported"
+    agents.resume(ids[4])
+    assert agents.invoke(ids[4], "hi").result["count"] == 41
+    agents.close(ids[4])
+    with pytest.raises(TemplateNotFoundError):
+        agents.import_paused("agents.nobody", items)

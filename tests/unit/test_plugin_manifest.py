@@ -12,12 +12,14 @@ from ..conftest import FIXTURE_PLUGINS, PLUGINS
 
 def test_the_example_plugins_load_with_their_actions_and_modes():
     registry = PluginRegistry(PLUGINS)
-    assert sorted(p.name for p in registry) == ["hello", "rollout", "textstats", "wordcount"]
+    assert sorted(p.name for p in registry) == ["chat", "hello", "rollout", "textstats", "wordcount"]
     greet = registry.get("hello").action("greet")
     assert greet.modes == ["job", "task", "serve", "worker"] and greet.queue == "greetings"
     assert greet.resources.ray_options() == {"num_cpus": 0.1, "num_gpus": 0.0}
     assert registry.get("rollout").action("solve").uses_resources
     assert registry.get("textstats").action("analyze").queue == "textstats.analyze"  # the default queue
+    private = registry.get("chat").action("private")
+    assert private.modes == ["session"] and private.session.isolation == "dedicated"
 
 
 def test_an_invalid_manifest_names_the_file_and_every_bad_field():
