@@ -68,14 +68,20 @@ class BareChat:
     """The example chat agent in a plain Ray actor: the cheapest way to hold it on a cluster."""
 
     def __init__(self) -> None:
-        from chat import ChatAgent, ChatConfig
-
-        from ray_runtime.sessions.template import SessionContext
-
-        self.agent = ChatAgent(ChatConfig(), SessionContext("ses_bare", "bench", "chat.assistant", "0"))
+        self.agent = chat_agent("ses_bare")
 
     def invoke(self, text: str) -> Any:
         return run_chat_turn(self.agent, text)
+
+
+def chat_agent(session_id: str) -> Any:
+    """The example chat agent, built as a session host builds it (this machine only: the plugin is on its disk)."""
+    sys.path.insert(0, str(CHAT))
+    from chat import ChatAgent, ChatConfig
+
+    from ray_runtime.sessions.template import SessionContext
+
+    return ChatAgent(ChatConfig(), SessionContext(session_id, "bench", "chat.assistant", "0"))
 
 
 def run_chat_turn(agent: Any, text: str) -> Any:
@@ -94,22 +100,19 @@ def serve_chat(port: int) -> str:
     """The same agent behind a Serve endpoint; its URL."""
     from ray import serve
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.01, "runtime_env": {"working_dir": str(CHAT)}})
+    @serve.deployment(ray_actor_options={"num_cpus": 0.01})
     class ServeChat:
         def __init__(self) -> None:
-            from chat import ChatAgent, ChatConfig
-
-            from ray_runtime.sessions.template import SessionContext
-
-            self.agent = ChatAgent(ChatConfig(), SessionContext("ses_serve", "bench", "chat.assistant", "0"))
+            self.agent = chat_agent("ses_serve")
 
         async def __call__(self, request: Any) -> Any:
             body = await request.json()
             return {"result": run_chat_turn(self.agent, body["text"])}
 
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(ServeChat.bind(), name="bench-chat", route_prefix="/chat")
-    return f"http://127.0.0.1:{port}/chat"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})  # unless the façade started Serve already
+    serve.run(ServeChat.bind(), name="bench-chat", route_prefix="/bench-chat")
+    proxy = serve.context._get_global_client().http_config
+    return f"http://127.0.0.1:{proxy.port}/bench-chat"
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -128,7 +131,7 @@ def create_to_first_result(sessions: Sessions, template: str, n: int) -> list[fl
 
 def invoke_overheads(sessions: Sessions, facade: str, key: str, serve_url: str, rounds: int) -> dict[str, float]:
     """Median turn time through each path, interleaved rounds of 20 calls; medians of the rounds."""
-    bare = BareChat.options(runtime_env={"working_dir": str(CHAT)}).remote()
+    bare = BareChat.remote()
     ray.get(bare.invoke.remote("warm"))
     driver_session = sessions.create("chat.assistant")
     http = httpx.Client(base_url=facade, headers={"Authorization": f"Bearer {key}"}, timeout=60)

@@ -29,6 +29,7 @@ from ray_runtime.api.routes import (
     resources,
     serve,
     sessions,
+    synapse,
     tenants,
 )
 from ray_runtime.api.services import Services
@@ -160,4 +161,5 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     families += (tenants, legacy)
     for module in families:
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(synapse.router, prefix=settings.synapse_prefix, responses=ERROR_RESPONSES)
     return app

@@ -99,7 +99,8 @@ class Guard:
         key_id, tenant = getattr(caller, "key_id", None), getattr(caller, "tenant", None)
         if caller is None:  # refused before (or by) authentication: say who tried, never with the secret
             key_id, tenant = await self._who(scope)
-        audit.record(key_id=key_id, tenant=tenant, method=scope["method"], path=scope["path"], status=status)
+        extra = {"user": user} if (user := scope.get("state", {}).get("acting_user")) else {}
+        audit.record(key_id=key_id, tenant=tenant, method=scope["method"], path=scope["path"], status=status, **extra)
 
     async def _who(self, scope: dict[str, Any]) -> tuple[str | None, str | None]:
         """The key id a refused request named and its tenant if the key is real (for the audit log)."""

@@ -25,6 +25,11 @@ class ApiSettings(BaseSettings):
     coordinator_name: str = Field(default="coordinator", description="The coordinator actor to use.")
     plugins_dir: Path = Path("plugins")
     legacy_queue: str = Field(default="rollouts", description="Queue behind the Agent Lightning legacy routes.")
+    synapse_prefix: str = Field(
+        default="/synapse",
+        pattern=r"^(/[A-Za-z0-9_.-]+)+$",
+        description="Where synapse-sdk's AgentClient finds its agent server's routes.",
+    )
     legacy_lease_s: float = Field(
         default=300.0, gt=0, description="Lease of a legacy task (its client never heartbeats)."
     )

@@ -29,7 +29,7 @@ MISSING = {
     "session_id": "ses_00000000000000000000000000",
 }
 # not tenant objects (see the notes below)
-GLOBAL = {"protocol", "package_name", "kind", "item_id", "queue", "template_id"}
+GLOBAL = {"protocol", "package_name", "kind", "item_id", "queue", "template_id", "node_id"}
 BODIES = {  # a body each write would accept if the id were the caller's own
     ("post", "/api/v1/attempts/{attempt_id}/complete"): {"result": "stolen"},
     ("post", "/api/v1/attempts/{attempt_id}/fail"): {"error": "stolen", "retryable": False},

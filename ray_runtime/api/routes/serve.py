@@ -55,11 +55,11 @@ def _model(name: str, app: dict[str, Any] | None, tenant: str | None) -> ServeAp
     )
 
 
-def _no_app(name: str) -> NotFoundError:
+def no_application(name: str) -> NotFoundError:
     return NotFoundError(f"Serve application {name!r} does not exist", name=name)
 
 
-async def _visible(services: Services, caller: Caller) -> tuple[dict[str, Any], dict[str, str]]:
+async def visible_applications(services: Services, caller: Caller) -> tuple[dict[str, Any], dict[str, str]]:
     """The applications the caller may see, and every application's owner."""
     details, owners = await asyncio.gather(_details(services), services.coordinator.kv.items(OWNERS))
     return {name: app for name, app in details.items() if caller.owns(owners.get(name))}, owners
@@ -67,15 +67,15 @@ async def _visible(services: Services, caller: Caller) -> tuple[dict[str, Any], 
 
 @router.get("")
 async def list_applications(caller: Reader, services: ServicesDep) -> list[ServeApplication]:
-    visible, owners = await _visible(services, caller)
+    visible, owners = await visible_applications(services, caller)
     return [_model(name, app, owners.get(name)) for name, app in sorted(visible.items())]
 
 
 @router.get("/{name}")
 async def get_application(name: ItemId, caller: Reader, services: ServicesDep) -> ServeApplication:
-    visible, owners = await _visible(services, caller)
+    visible, owners = await visible_applications(services, caller)
     if name not in visible:
-        raise _no_app(name)
+        raise no_application(name)
     return _model(name, visible[name], owners.get(name))
 
 
@@ -150,10 +150,10 @@ async def deploy(
 @router.delete("/{name}", status_code=204)
 async def delete(name: ItemId, caller: Admin, services: ServicesDep) -> Response:
     """Delete one application (or, given a plugin name, all of that plugin's applications)."""
-    visible, _ = await _visible(services, caller)
+    visible, _ = await visible_applications(services, caller)
     names = [n for n in visible if n == name or n.startswith(f"{name}.")]
     if not names:
-        raise _no_app(name)
+        raise no_application(name)
     await _apply(services, [], names)
     for n in names:
         await services.coordinator.kv.delete(OWNERS, n)
