@@ -43,6 +43,11 @@ class DequeQueue:
     def complete_many(self, pairs: list[tuple[int, Any]]) -> None:
         self.results.update(pairs)
 
+    def complete_many_and_claim_many(self, pairs: list[tuple[int, Any]], n: int) -> list[tuple[int, Any]]:
+        """The same round-trip saving the coordinator's batch workers get: results in, the next batch out."""
+        self.results.update(pairs)
+        return self.claim_many(n)
+
 
 # ----------------------------------------------------- (b) HTTP task server, Agent Lightning legacy style
 

@@ -198,7 +198,8 @@ async def chunk_rates(facade: str, key: str, sockets_n: int, chunks: int) -> flo
     async with AsyncRuntimeClient(facade, key) as client:
         sessions = await asyncio.gather(*(client.create_session("stamps.shared") for _ in range(sockets_n)))
         opened = [await s.socket().connect() for s in sessions]
-        await asyncio.gather(*((await s.send_message(data={"chunks": 5})).wait() for s in opened))
+        warm = await asyncio.gather(*(s.send_message(data={"chunks": 5}) for s in opened))
+        await asyncio.gather(*(reply.wait() for reply in warm))
         started = time.perf_counter()
         replies = await asyncio.gather(*(s.send_message(data={"chunks": chunks}) for s in opened))
         await asyncio.gather(*(reply.wait() for reply in replies))
@@ -212,20 +213,25 @@ async def chunk_rates(facade: str, key: str, sockets_n: int, chunks: int) -> flo
 def reconnect_times(facade: str, key: str, n: int) -> list[float]:
     """From a dropped TCP connection to the session's status on the new one (replay follows it)."""
     config = ClientConfig(backoff_s=0.0, reconnect_for_s=30)
-    statuses = threading.Semaphore(0)
+    reconnected, waiting = threading.Event(), threading.Event()
     times = []
+
+    def on_status(_: Any) -> None:
+        if waiting.is_set():  # no turn runs meanwhile: a status now is the new connection's first message
+            reconnected.set()
+
     with RuntimeClient(facade, key, config=config) as client:
         session = client.create_session("stamps.shared")
-        with AgentSocket(client, session.id, on_status=lambda _: statuses.release()) as socket:
-            socket.send_message(data={"chunks": 3}).wait()
-            while statuses.acquire(blocking=False):
-                pass
+        with AgentSocket(client, session.id, on_status=on_status) as socket:
             for _ in range(n):
+                socket.send_message(data={"chunks": 2}).wait()
+                reconnected.clear()
+                waiting.set()
                 started = time.perf_counter()
                 socket._ws.socket.shutdown(sockets.SHUT_RDWR)
-                assert statuses.acquire(timeout=30), "the socket did not come back"
+                assert reconnected.wait(30), "the socket did not come back"
                 times.append(time.perf_counter() - started)
-                assert socket.send_message(data={"chunks": 2}).wait().result["turns"] > 0
+                waiting.clear()
         session.close()
     return times
 
@@ -245,16 +251,17 @@ def pause_resume_times(sessions: Sessions, state_bytes: int, n: int) -> list[flo
     return times
 
 
-def host_memory(tenant: str, template: str) -> tuple[int, int]:
+def host_memory(dashboard: str, tenant: str, template: str) -> tuple[int, int]:
     """The session hosts of ``template`` for ``tenant``: how many, and their resident memory together."""
     from ray.util.state import list_actors
 
     prefix = f"rr-pool:{tenant}:{template}:"
-    hosts = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000) if a.name.startswith(prefix)]
+    alive = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], limit=10_000)
+    hosts = [a for a in alive if a.name.startswith(prefix)]
     return len(hosts), sum(psutil.Process(a.pid).memory_info().rss for a in hosts)
 
 
-async def active_density(sessions: AsyncSessions, count: int) -> dict[str, float]:
+async def active_density(sessions: AsyncSessions, dashboard: str, count: int) -> dict[str, float]:
     """``count`` active sessions of the example agent, each after one turn; their hosts' memory."""
     started = time.perf_counter()
     made: list[Any] = []
@@ -265,7 +272,7 @@ async def active_density(sessions: AsyncSessions, count: int) -> dict[str, float
     elapsed = time.perf_counter() - started
     answers = await asyncio.gather(*(sessions.invoke(s.id, "What is my name?") for s in made[:: max(1, count // 50)]))
     assert all("Ada" in a.result["answer"] for a in answers)
-    hosts, rss = host_memory("bench", "chat.assistant")
+    hosts, rss = host_memory(dashboard, "bench", "chat.assistant")
     await asyncio.gather(*(sessions.close(s.id) for s in made))
     per_session = rss / count
     return {
@@ -280,6 +287,7 @@ async def active_density(sessions: AsyncSessions, count: int) -> dict[str, float
 def paused_density(sessions: Sessions, count: int, reads: int) -> dict[str, float]:
     """List and get p50 with a few sessions, then after ``count`` paused ones are seeded in bulk."""
     probe = sessions.create("stamps.shared")
+    sessions.import_paused("stamps.shared", ({"metadata": {"n": -n}} for n in range(200)))  # full pages before too
 
     def read_latency() -> tuple[float, float]:
         listing = [timed(lambda: sessions.list(limit=50)) for _ in range(reads)]
@@ -438,10 +446,12 @@ def main() -> None:
             figures["pause_resume_10mb"] = summary(pause_resume_times(sessions, 10 * 2**20, 3 if quick else 7))
         with console.status("active sessions"):
             async_sessions = AsyncSessions(coord.aio.session_registry, templates)
-            figures |= asyncio.run(active_density(async_sessions, 300 if quick else 2000))
+            dashboard = f"http://{context.dashboard_url}"
+            figures |= asyncio.run(active_density(async_sessions, dashboard, 300 if quick else 2000))
         with console.status("paused sessions"):
             figures |= paused_density(sessions, 10_000 if quick else 100_000, 50 if quick else 200)
     finally:
+        console.print_json(json.dumps(figures))  # what was measured, also when a stage failed
         if process is not None:
             process.terminate()
         ray.shutdown()

@@ -55,7 +55,9 @@ class Dashboard:
         job_list_ttl_s: How long Ray's job list is reused (changes made through the façade clear it).
     """
 
-    def __init__(self, url: str, *, finished_job_ttl_s: float, job_list_ttl_s: float) -> None:
+    def __init__(
+        self, url: str, *, finished_job_ttl_s: float, job_list_ttl_s: float, running_job_ttl_s: float = 0.0
+    ) -> None:
         self.url = url
         self._http = httpx.AsyncClient(
             base_url=url,
@@ -65,6 +67,9 @@ class Dashboard:
         )
         self._finished_jobs: TTLCache[str, dict[str, Any]] | None = (
             TTLCache(maxsize=10_000, ttl=finished_job_ttl_s) if finished_job_ttl_s > 0 else None
+        )
+        self._running_jobs: TTLCache[str, dict[str, Any]] | None = (
+            TTLCache(maxsize=10_000, ttl=running_job_ttl_s) if running_job_ttl_s > 0 else None
         )
         self._job_list: TTLCache[str, list[dict[str, Any]]] | None = (
             TTLCache(maxsize=1, ttl=job_list_ttl_s) if job_list_ttl_s > 0 else None
@@ -105,12 +110,14 @@ class Dashboard:
 
     async def job_details(self, submission_id: str, *, fresh: bool = False) -> dict[str, Any]:
         """Ray's JobDetails of a submission id (``NotFoundError`` if Ray has no such job)."""
-        cache = self._finished_jobs
-        cached = None if fresh or cache is None else cache.get(submission_id)
-        if cached is not None:
-            return cached
+        if not fresh:
+            for cache in (self._finished_jobs, self._running_jobs):
+                cached = cache.get(submission_id) if cache is not None else None
+                if cached is not None:
+                    return cached
         details = await self.json("GET", f"/api/jobs/{submission_id}")
-        if cache is not None and JobStatus(details["status"]).terminal:
+        cache = self._finished_jobs if JobStatus(details["status"]).terminal else self._running_jobs
+        if cache is not None:
             cache[submission_id] = details
         return details
 
@@ -127,8 +134,9 @@ class Dashboard:
         """Forget what is cached about jobs after the façade changed one."""
         if self._job_list is not None:
             self._job_list.clear()
-        if submission_id is not None and self._finished_jobs is not None:
-            self._finished_jobs.pop(submission_id, None)
+        for cache in (self._finished_jobs, self._running_jobs):
+            if submission_id is not None and cache is not None:
+                cache.pop(submission_id, None)
 
 
 def reason_of(text: str) -> str:

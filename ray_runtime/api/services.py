@@ -20,6 +20,7 @@ from ray_runtime.keys import Caller, KeyStore
 
 __all__ = ["Services"]
 
+_UNKNOWN = object()
 _FINISHED_RUN_TTL_S = 3600.0  # a finished run never changes again
 
 
@@ -43,6 +44,9 @@ class Services:
         self._tenants: LRUCache[str, Any] = LRUCache(maxsize=1024)
         self._sessions: LRUCache[str, Any] = LRUCache(maxsize=1024)
         self._finished_runs: TTLCache[tuple[str, str], Any] = TTLCache(maxsize=10_000, ttl=_FINISHED_RUN_TTL_S)
+        self._running_runs: TTLCache[tuple[str, str], Any] = TTLCache(
+            maxsize=10_000, ttl=max(settings.running_job_cache_s, 1e-9)
+        )
 
     async def start(self) -> None:
         from ray_runtime.coordinator import aconnect
@@ -53,6 +57,7 @@ class Services:
             url if "://" in url else f"http://{url}",
             finished_job_ttl_s=self.settings.finished_job_cache_s,
             job_list_ttl_s=self.settings.job_list_cache_s,
+            running_job_ttl_s=self.settings.running_job_cache_s,
         )
         self.coordinator = await aconnect(name=self.settings.coordinator_name)
         self.keys = KeyStore(self.coordinator.kv, self.settings.keys_cache_s)
@@ -94,11 +99,12 @@ class Services:
         return sessions
 
     async def run_of(self, caller: Caller, run_id: str) -> Any:
-        """A plugin run from the coordinator, or None; finished runs are final, so they are kept."""
+        """A plugin run from the coordinator, or None; finished runs are final, so they are kept, and a running
+        one is reused for ``running_job_cache_s`` (a burst of reads makes one call)."""
         key = (caller.tenant, run_id)
-        cached = self._finished_runs.get(key)
-        if cached is None:
+        cached = self._finished_runs.get(key) or self._running_runs.get(key, _UNKNOWN)
+        if cached is _UNKNOWN:
             cached = await self.coordinator_for(caller).runs.find(run_id)
-            if cached is not None and cached.status != "running":
-                self._finished_runs[key] = cached
+            finished = cached is not None and cached.status != "running"
+            (self._finished_runs if finished else self._running_runs)[key] = cached  # None too: no run (yet)
         return cached

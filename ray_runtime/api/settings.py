@@ -42,6 +42,12 @@ class ApiSettings(BaseSettings):
     finished_job_cache_s: float = Field(
         default=30.0, ge=0, description="How long a finished job's details are served from memory (they are final)."
     )
+    running_job_cache_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="How long a running job's details and run record are reused: a burst of reads costs one "
+        "dashboard and one coordinator call (progress is at most this stale; changes made here clear it).",
+    )
     job_list_cache_s: float = Field(
         default=1.0, ge=0, description="How long Ray's job list is reused (cleared by changes made here)."
     )

@@ -30,8 +30,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from ray_runtime.checks import check_number
 from ray_runtime.config import CoordinatorSettings
+from ray_runtime.coordinator import packing
 from ray_runtime.coordinator.journal import Journal, MemoryJournal, SQLiteJournal
-from ray_runtime.coordinator.packing import pack, unpack
 from ray_runtime.coordinator.session_methods import SessionMethods
 from ray_runtime.coordinator.snapshots import SnapshotStore
 from ray_runtime.coordinator.state import (
@@ -52,6 +52,40 @@ T = TypeVar("T")
 POLL_GROUP = "poll"  # the concurrency group of calls that may sleep (long-poll claims, wait)
 _MAX_WAIT_S = 300.0
 _SESSION_SWEEP_S = 1.0  # idle timeouts and lifetimes are checked this often
+
+
+class CpuSplit:
+    """Where this process's CPU goes, by part (seconds of thread CPU): decoding and encoding calls (``codec``),
+    the state machine (``state``), journal appends (``journal``) and checkpoints (``checkpoint``). What the
+    process used beyond their sum is Ray's call path and the rest; ``info()`` reports both."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, float] = dict.fromkeys(("codec", "state", "journal", "checkpoint"), 0.0)
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.parts[name] += time.thread_time() - started
+
+
+CPU = CpuSplit()
+
+
+def pack(value: Any) -> bytes:
+    with CPU.part("codec"):
+        return packing.pack(value)
+
+
+def unpack(payload: bytes) -> Any:
+    with CPU.part("codec"):
+        return packing.unpack(payload)
+
+
+_SLICE_TARGET_S = 0.01  # how long a checkpoint slice may hold the journal writer
+_SLICE_ROWS_MIN, _SLICE_ROWS_MAX = 100, 50_000
 
 
 def _render_leases(records: list[TaskRecord]) -> list[dict[str, Any]]:
@@ -98,6 +132,7 @@ class CoordinatorActor(SessionMethods):
         self._resources_published = threading.Condition(self._lock)
         self._task_waiters: dict[str, list[_Waiter]] = {}
         self._journal = self._open_journal()
+        self._slice_rows = 2_000  # rows per checkpoint slice; adapts to how long a slice holds the writer
         self._state = CoordinatorState(
             Limits(
                 max_payload_bytes=self.settings.max_payload_bytes,
@@ -154,7 +189,7 @@ class CoordinatorActor(SessionMethods):
         """Return once the journal holds ``batch`` and all before it; the first writer writes for everyone."""
         if self._written >= batch:
             return
-        with self._journal_lock:
+        with self._journal_lock, CPU.part("journal"):
             if self._written >= batch:
                 return
             with self._lock:
@@ -187,7 +222,7 @@ class CoordinatorActor(SessionMethods):
 
     def _apply(self, render: Callable[[T], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
         """Run one state call durably and render its answer."""
-        with self._durably():
+        with self._durably(), CPU.part("state"):
             return render(fn(*args, **kwargs))
 
     def _call(self, render: Callable[[T], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> bytes:
@@ -233,14 +268,24 @@ class CoordinatorActor(SessionMethods):
             time.sleep(interval if deadline is None else min(interval, max(0.001, deadline - time.time())))
 
     def _checkpoint(self) -> None:
-        """Fold the journal's log into its snapshot, a bounded slice at a time so writers wait briefly."""
+        """Fold the journal's log into its snapshot a slice at a time. A slice is read and folded without the
+        writer lock; only its writes hold it, and slices are sized (by rows) so that holding takes about
+        ``_SLICE_TARGET_S``: a call never waits long behind a checkpoint."""
         try:
-            while True:
-                with self._journal_lock:
-                    if self._journal.checkpoint() == 0:
-                        return
+            with CPU.part("checkpoint"):
+                self._fold_slices()
         except Exception:
             logger.exception("journal checkpoint failed; the log keeps everything and the next one retries")
+
+    def _fold_slices(self) -> None:
+        while (piece := self._journal.fold_slice(max_rows=self._slice_rows, max_change_sets=10_000)) is not None:
+            with self._journal_lock:
+                started = time.perf_counter()
+                self._journal.apply_slice(piece)
+                held = time.perf_counter() - started
+            if piece.rows >= self._slice_rows:  # a full slice: size the next one by how long this one held
+                scaled = int(self._slice_rows * _SLICE_TARGET_S / max(held, 1e-4))
+                self._slice_rows = min(_SLICE_ROWS_MAX, max(_SLICE_ROWS_MIN, scaled))
 
     # ------------------------------------------------------------------------------------- producers
 
@@ -271,10 +316,12 @@ class CoordinatorActor(SessionMethods):
         claim = dict(max_tasks=max_tasks, lease_s=lease_s, node_id=node_id, request_id=request_id)
         with self._durably():
             while True:
-                records = self._state.tasks.claim(tenant, queue, worker_id, **claim)
+                with CPU.part("state"):
+                    records = self._state.tasks.claim(tenant, queue, worker_id, **claim)
+                    leases = _render_leases(records) if records else []
                 remaining = deadline - time.monotonic()
                 if records or remaining <= 0:
-                    return _render_leases(records)
+                    return leases
                 self._condition((tenant, queue)).wait(remaining)
 
     def heartbeat(self, payload: bytes) -> bytes:
@@ -290,18 +337,31 @@ class CoordinatorActor(SessionMethods):
     def complete_many(self, payload: bytes) -> bytes:
         """Complete several attempts in one call; one outcome per item: None if accepted, else the error."""
         tenant, items = unpack(payload)
+        return self._call(list, self._complete_each, tenant, items)
 
-        def complete_each() -> list[Exception | None]:
-            outcomes: list[Exception | None] = []
-            for attempt_id, result, request_id in items:
-                try:
-                    self._state.tasks.complete(tenant, attempt_id, result, request_id=request_id)
-                    outcomes.append(None)
-                except Exception as exc:
-                    outcomes.append(exc)
-            return outcomes
+    def _complete_each(self, tenant: str, items: list[tuple[str, str, str | None]]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        complete = self._state.tasks.complete
+        for attempt_id, result, request_id in items:
+            try:
+                complete(tenant, attempt_id, result, request_id=request_id)
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
-        return self._call(list, complete_each)
+    def complete_many_and_claim(self, payload: bytes) -> bytes:
+        """Complete several attempts, then claim more, in one call and one journal write (a batch worker's loop)."""
+        tenant, items, queue, worker_id, max_tasks, lease_s, node_id, claim_id = unpack(payload)
+        self._state.tasks.check_claim(tenant, queue, worker_id, max_tasks, lease_s, claim_id)
+        claim = dict(max_tasks=max_tasks, lease_s=lease_s, node_id=node_id, request_id=claim_id)
+
+        def complete_then_claim() -> dict[str, Any]:
+            outcomes = self._complete_each(tenant, items)
+            leases = _render_leases(self._state.tasks.claim(tenant, queue, worker_id, **claim))
+            return {"outcomes": outcomes, "leases": leases}
+
+        return self._call(dict, complete_then_claim)
 
     def complete_and_claim(self, payload: bytes) -> bytes:
         """Hand in a result and take the next task(s) in one round trip and one journal write."""
@@ -502,6 +562,7 @@ class CoordinatorActor(SessionMethods):
                 "durable": self._journal.capabilities["durable"],
                 "journal_backlog": getattr(self._journal, "backlog", 0),
                 "counts": counts,
+                "cpu": {**CPU.parts, "process": sum(os.times()[:2])},
             }
         )
 

@@ -404,6 +404,29 @@ class _QueueCalls(_Handle):
         ]
         return _Call("complete_many", (self.tenant, items), list)
 
+    def _complete_many_and_claim(
+        self,
+        results: Iterable[tuple[str, Any]],
+        *,
+        queue: str,
+        worker_id: str,
+        max_tasks: int = 100,
+        lease_s: float | None = None,
+    ) -> _Call[tuple[list[RayRuntimeError | None], list[Lease]]]:
+        """:meth:`complete_many`, then claim up to ``max_tasks`` more, in one round trip and one journal write:
+        a batch worker's loop. Returns ``(outcomes, leases)``; the claim happens whatever the outcomes."""
+        batch = _request_id()
+        items = [
+            (attempt_id, _to_json(f"results[{i}]", result), f"{batch}.{i}")
+            for i, (attempt_id, result) in enumerate(results)
+        ]
+        args = (self.tenant, items, queue, worker_id, max_tasks, lease_s, self._node(), _request_id())
+
+        def parse(raw: dict[str, Any]) -> tuple[list[RayRuntimeError | None], list[Lease]]:
+            return raw["outcomes"], _leases(raw["leases"])
+
+        return _Call("complete_many_and_claim", args, parse)
+
     def _complete_and_claim(
         self,
         attempt_id: str,
@@ -803,6 +826,7 @@ class Coordinator(_Root, _Blocking):
     heartbeat = _blocking(_QueueCalls._heartbeat)
     complete = _blocking(_QueueCalls._complete)
     complete_many = _blocking(_QueueCalls._complete_many)
+    complete_many_and_claim = _blocking(_QueueCalls._complete_many_and_claim)
     complete_and_claim = _blocking(_QueueCalls._complete_and_claim)
     fail = _blocking(_QueueCalls._fail)
     cancel = _blocking(_QueueCalls._cancel)
@@ -845,6 +869,7 @@ class AsyncCoordinator(_Root, _Awaitable):
     heartbeat = _awaitable(_QueueCalls._heartbeat)
     complete = _awaitable(_QueueCalls._complete)
     complete_many = _awaitable(_QueueCalls._complete_many)
+    complete_many_and_claim = _awaitable(_QueueCalls._complete_many_and_claim)
     complete_and_claim = _awaitable(_QueueCalls._complete_and_claim)
     fail = _awaitable(_QueueCalls._fail)
     cancel = _awaitable(_QueueCalls._cancel)

@@ -6,7 +6,8 @@ The SQLite journal has two parts:
   touched, marshalled into a blob). This is all a call waits for.
 * the **snapshot**: one row per task, payload and resources version, in ordinary tables. A checkpoint folds the
   log into it in the background, writing each task once however many times it changed in between, then drops
-  the folded log rows.
+  the folded log rows. It reads and folds a slice of the log on a connection of its own (WAL readers never block
+  the writer), and only the slice's writes hold the writer: slices are bounded by rows, so no append waits long.
 
 Replay reads the snapshot and folds the remaining log over it, so a restart never re-executes history.
 """
@@ -32,7 +33,7 @@ from ray_runtime.coordinator.state import (
 )
 from ray_runtime.models.tasks import TaskStatus
 
-__all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJournal"]
+__all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJournal", "Slice"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,17 @@ class Journal:
 
     def checkpoint(self, max_change_sets: int = 256) -> int:
         """Compact up to ``max_change_sets`` of what :meth:`write` appended (optional); returns how many."""
+        piece = self.fold_slice(max_change_sets=max_change_sets)
+        return 0 if piece is None else self.apply_slice(piece)
+
+    def fold_slice(self, *, max_rows: int = 1 << 30, max_change_sets: int = 256) -> Slice | None:
+        """The oldest log entries folded together, up to ``max_rows`` rows or ``max_change_sets`` entries (at least
+        one); None when the log is empty or the journal does not compact. Needs no writer lock."""
+        return None
+
+    def apply_slice(self, piece: Slice) -> int:
+        """Write a folded slice into the snapshot and drop its log entries, atomically; how many entries. Call
+        with the writer lock: it is the only part of a checkpoint that makes appends wait."""
         return 0
 
     def close(self) -> None:
@@ -144,6 +156,15 @@ class MemoryJournal(Journal):
             self._fold.add_entry(_entry(changes))
 
 
+class Slice(NamedTuple):
+    """Log entries folded together, ready to write into the snapshot."""
+
+    fold: _Fold
+    last_seq: int
+    entries: int
+    rows: int
+
+
 @dataclass
 class _Fold:
     """Change sets folded together: the last row of each task wins, deletions cancel earlier rows.
@@ -164,9 +185,11 @@ class _Fold:
     sessions_deleted: set[str] = field(default_factory=set)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (session id, JSON), oldest first
 
-    def add(self, body: bytes) -> None:
-        """Fold one encoded change set (a log row) in."""
-        self.add_entry(marshal.loads(body))
+    def add(self, body: bytes) -> int:
+        """Fold one encoded change set (a log row) in; how many rows it held."""
+        entry = marshal.loads(body)
+        self.add_entry(entry)
+        return sum(len(rows) for rows in entry.values())
 
     def add_entry(self, entry: dict[str, Any]) -> None:
         """Fold one change set (as :func:`_entry` makes it) in."""
@@ -288,6 +311,7 @@ class SQLiteJournal(Journal):
         self._db.executescript(_SCHEMA)
         self._check_schema()
         self.backlog = self._db.execute("SELECT count(*) FROM log").fetchone()[0]
+        self._reader: sqlite3.Connection | None = None  # the checkpoint's own connection, for reading the log
 
     def _check_schema(self) -> None:
         """Stamp a new journal; bring an older one up to date (its data stays as it is); refuse a newer one."""
@@ -315,15 +339,19 @@ class SQLiteJournal(Journal):
             self._db.execute("INSERT INTO log (body) VALUES (?)", (_encode(changes),))
             self.backlog += 1
 
-    def checkpoint(self, max_change_sets: int = 256) -> int:
-        """Fold up to ``max_change_sets`` of the oldest log rows into the snapshot, in one transaction."""
-        entries = self._db.execute("SELECT seq, body FROM log ORDER BY seq LIMIT ?", (max_change_sets,)).fetchall()
-        if not entries:
-            return 0
-        fold = _Fold()
-        for _, body in entries:
-            fold.add(body)
-        db = self._db
+    def fold_slice(self, *, max_rows: int = 1 << 30, max_change_sets: int = 256) -> Slice | None:
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        fold, last_seq, entries, rows = _Fold(), 0, 0, 0
+        for seq, body in self._reader.execute("SELECT seq, body FROM log ORDER BY seq LIMIT ?", (max_change_sets,)):
+            rows += fold.add(body)
+            last_seq, entries = seq, entries + 1
+            if rows >= max_rows:
+                break
+        return Slice(fold, last_seq, entries, rows) if entries else None
+
+    def apply_slice(self, piece: Slice) -> int:
+        fold, db = piece.fold, self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_INSERT_TASK, fold.created.values())
@@ -345,13 +373,13 @@ class SQLiteJournal(Journal):
                 [(ns, key) for (ns, key), value in fold.kv.items() if value is None],
             )
             self._fold_sessions(fold)
-            db.execute("DELETE FROM log WHERE seq <= ?", (entries[-1][0],))
+            db.execute("DELETE FROM log WHERE seq <= ?", (piece.last_seq,))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self.backlog = max(0, self.backlog - len(entries))
-        return len(entries)
+        self.backlog = max(0, self.backlog - piece.entries)
+        return piece.entries
 
     def _fold_sessions(self, fold: _Fold) -> None:
         db = self._db
@@ -394,4 +422,6 @@ class SQLiteJournal(Journal):
         yield from map(_record, fold.created.values())  # created since the last checkpoint
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self._db.close()

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -76,7 +77,8 @@ class _Live:
         """Number a message, keep a turn's messages for replay (the current and the last turn), and hand it to
         every subscriber. Status and bye messages are not replayed: a subscriber gets the status on connecting."""
         self.seq += 1
-        body = message.model_copy(update={"seq": self.seq}).model_dump(mode="json", exclude_none=True)
+        body = message.model_dump(mode="json", exclude_none=True)
+        body["seq"] = self.seq
         if turn_id is not None:
             if turn_id not in self.turns:
                 self.turns.append(turn_id)
@@ -347,13 +349,8 @@ class SessionHost:
         if not self.template.streaming:
             yield _Returned(await asyncio.to_thread(agent.invoke, request, ctx))
             return
-        generator = await asyncio.to_thread(agent.invoke, request, ctx)
-        while True:
-            step = await asyncio.to_thread(_step, generator)
-            if isinstance(step, _Returned):
-                yield step
-                return
-            yield step
+        async for chunk in _in_a_thread(agent.invoke(request, ctx), ctx):
+            yield chunk
 
     # ------------------------------------------------------------------------------------------ subscribers
 
@@ -473,11 +470,65 @@ class _Returned:
         self.value = value
 
 
-def _step(generator: Any) -> Any:
+async def _in_a_thread(generator: Any, ctx: TurnContext) -> AsyncIterator[Any]:
+    """A sync generator run to its end on one worker thread, its chunks handed over as they come: one thread for
+    the turn, not a hop per chunk, and one wake-up of the event loop for however many chunks are waiting. It stops
+    at its next chunk once the turn is cancelled."""
+    loop = asyncio.get_running_loop()
+    waiting: collections.deque[Any] = collections.deque()
+    lock, arrived = threading.Lock(), asyncio.Event()
+    signalled = False
+
+    def hand_over(chunk: Any) -> None:
+        nonlocal signalled
+        with lock:
+            waiting.append(chunk)
+            wake, signalled = not signalled, True
+        if wake:
+            loop.call_soon_threadsafe(arrived.set)
+
+    def produce() -> None:
+        try:
+            while True:
+                try:
+                    chunk = next(generator)
+                except StopIteration as done:
+                    hand_over(_Returned(done.value))
+                    return
+                hand_over(chunk)
+                if ctx.cancelled:
+                    generator.close()
+                    hand_over(_Returned(_FINISHED))
+                    return
+        except BaseException as exc:
+            hand_over(_Raised(exc))
+
+    loop.run_in_executor(None, produce)
+    ended = False
     try:
-        return next(generator)
-    except StopIteration as done:
-        return _Returned(done.value)
+        while not ended:
+            await arrived.wait()
+            with lock:
+                chunks = list(waiting)
+                waiting.clear()
+                arrived.clear()
+                signalled = False
+            for chunk in chunks:
+                if isinstance(chunk, _Raised):
+                    ended = True
+                    raise chunk.exc
+                ended = isinstance(chunk, _Returned)
+                yield chunk
+                if ended:
+                    return
+    finally:
+        if not ended:
+            ctx.cancel()  # the turn stopped reading (cancelled, or it failed): the producer stops at its next chunk
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 def _turn_id() -> str:

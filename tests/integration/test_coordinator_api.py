@@ -58,6 +58,21 @@ def test_complete_many_reports_each_outcome(coord):
     assert isinstance(outcomes[1], TaskFinishedError) and coord.get(leases[1].task.id).result == "early"
 
 
+def test_complete_many_and_claim_hands_in_a_batch_and_takes_the_next(coord):
+    first, second, third, fourth = coord.enqueue_many("batch", [1, 2, 3, 4])
+    leases = coord.claim("batch", "w", max_tasks=2)
+    coord.complete(leases[1].attempt_id, "early")
+    outcomes, more = coord.complete_many_and_claim(
+        [(leases[0].attempt_id, "a"), (leases[1].attempt_id, "b")], queue="batch", worker_id="w", max_tasks=5
+    )
+    assert outcomes[0] is None and isinstance(outcomes[1], TaskFinishedError)  # each outcome, as complete_many
+    assert [lease.task.id for lease in more] == [third, fourth]  # and the claim happened whatever they were
+    assert coord.get(first).result == "a" and coord.get(second).result == "early"
+    with pytest.raises(InvalidArgumentError):
+        coord.complete_many_and_claim([], queue="bad queue!", worker_id="w")
+    assert coord.get(third).status == TaskStatus.LEASED
+
+
 def test_long_poll_claim_returns_as_soon_as_a_task_arrives(coord):
     result: list[list[Lease]] = []
     returned_at: list[float] = []

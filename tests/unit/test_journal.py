@@ -128,6 +128,26 @@ def test_checkpoint_writes_each_task_once_and_empties_the_log(durable_journal, s
     assert sorted(db.execute("SELECT id, status FROM tasks")) == sorted((i, "succeeded") for i in ids)
 
 
+def test_a_checkpoint_slice_is_bounded_by_rows_and_keeps_what_is_written_meanwhile(
+    durable_journal, state, limits, clock
+):
+    journal = durable_journal
+    for batch in range(6):
+        state.tasks.enqueue(T, "q", [new_task(batch * 100 + i) for i in range(100)])
+        journal.write(state.take_changes())  # 200 rows each: 100 payloads and 100 task rows
+    piece = journal.fold_slice(max_rows=450)
+    assert (piece.entries, piece.rows) == (3, 600)  # it stops at the first entry that reaches the bound
+    state.tasks.enqueue(T, "q", [new_task(10_000)])
+    journal.write(state.take_changes())  # appended while the slice was folded, before it is applied
+    assert journal.apply_slice(piece) == 3
+    assert journal.backlog == 4
+    assert len(journal.load().tasks) == 601
+    while journal.checkpoint():
+        pass
+    assert journal.backlog == 0 and len(journal.load().tasks) == 601
+    assert len(restart(journal, limits, clock).tasks.query(T, limit=1000)[0]) == 601
+
+
 def test_deleted_tasks_stay_deleted_across_log_and_snapshot(journal, limits, clock):
     from ray_runtime.coordinator.state import Limits
 
