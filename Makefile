@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.coordinator
 	$(BIN)/python -m bench.plugins
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.sessions
 
 fuzz: $(STAMP)  # schemathesis over every operation for 20 minutes (CI runs one minute of it in make test)
 	RAY_RUNTIME_FUZZ_S=1200 $(BIN)/pytest -q --timeout 3000 tests/integration/test_api_schema.py
