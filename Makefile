@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz soak docs clean
+.PHONY: demo test lint bench fuzz soak docs screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		echo "NOTE: the browser tests of the web console did not run (no Chromium here); install it with: sudo apt-get install -y chromium"
+
+screenshots: $(STAMP)  # the README's console screenshots (docs/console), taken by the browser tests
+	RR_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/browser
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.coordinator

@@ -13,22 +13,20 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import ray
 import websockets
 from rich.console import Console
 from rich.table import Table
 
 import ray_runtime as rr
+from bench._cluster import private_ray, save
 from ray_runtime._net import free_port
 from ray_runtime.api.dashboard import ray_auth_headers
 from ray_runtime.client import RuntimeClient
@@ -243,63 +241,49 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=50)
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    temp = tempfile.mkdtemp(prefix="rrb-", dir="/tmp")
-    os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(temp, "storage")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    context = ray.init(
-        address="local",  # a cluster of its own, never one already running here
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        _temp_dir=os.path.join(temp, "ray"),
-        log_to_driver=False,
-    )
-    dashboard = f"http://{context.dashboard_url}"
-    process = None
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        coord = rr.connect()
-        key, record = new_key("bench", Scope.ADMIN, "bench", run_code=True)  # it submits raw entrypoints
-        coord.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
-        process, facade = start_facade(context.address_info["address"], {})
-        no_cache = {"RAY_RUNTIME_API_FINISHED_JOB_CACHE_S": "0", "RAY_RUNTIME_API_JOB_LIST_CACHE_S": "0"}
-        uncached_process, uncached = start_facade(context.address_info["address"], no_cache)
-        processes.append(uncached_process)
-        with console.status("following logs three ways"):
-            samples = measure_tails(facade, key, dashboard, args.jobs, args.lines)
-        figures: dict[str, Any] = {}
-        for name, values in samples.items():
-            figures |= {
-                f"{name}_p50": statistics.median(values),
-                f"{name}_p95": percentile(values, 0.95),
-                f"{name}_n": len(values),
-            }
-        with console.status("request latency"):
-            auth = {"Authorization": f"Bearer {key}"}
-            finished = httpx.post(
-                f"{facade}/api/v1/jobs",
-                headers=auth,
-                json={"plugin": "hello", "action": "greet", "params": {"name": "bench"}},
-                timeout=120,
-            ).json()["submission_id"]
-            running = httpx.post(
-                f"{facade}/api/v1/jobs", headers=auth, json={"entrypoint": "sleep 600"}, timeout=120
-            ).json()["submission_id"]
-            while httpx.get(f"{facade}/api/v1/jobs/{finished}", headers=auth, timeout=60).json()["run"] is None:
-                time.sleep(0.2)
-            facades = {"cached": facade, "uncached": uncached}
-            figures |= measure_requests(facades, key, dashboard, finished, running, args.requests)
-            figures |= measure_client_overhead(facade, key, finished, args.requests)
-    finally:
-        for running_process in [process, *processes]:
-            if running_process is not None:
-                running_process.terminate()
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    with private_ray() as (context, _):
+        dashboard = f"http://{context.dashboard_url}"
+        process = None
+        processes: list[subprocess.Popen[str]] = []
+        try:
+            coord = rr.connect()
+            key, record = new_key("bench", Scope.ADMIN, "bench", run_code=True)  # it submits raw entrypoints
+            coord.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
+            process, facade = start_facade(context.address_info["address"], {})
+            no_cache = {"RAY_RUNTIME_API_FINISHED_JOB_CACHE_S": "0", "RAY_RUNTIME_API_JOB_LIST_CACHE_S": "0"}
+            uncached_process, uncached = start_facade(context.address_info["address"], no_cache)
+            processes.append(uncached_process)
+            with console.status("following logs three ways"):
+                samples = measure_tails(facade, key, dashboard, args.jobs, args.lines)
+            figures: dict[str, Any] = {}
+            for name, values in samples.items():
+                figures |= {
+                    f"{name}_p50": statistics.median(values),
+                    f"{name}_p95": percentile(values, 0.95),
+                    f"{name}_n": len(values),
+                }
+            with console.status("request latency"):
+                auth = {"Authorization": f"Bearer {key}"}
+                finished = httpx.post(
+                    f"{facade}/api/v1/jobs",
+                    headers=auth,
+                    json={"plugin": "hello", "action": "greet", "params": {"name": "bench"}},
+                    timeout=120,
+                ).json()["submission_id"]
+                running = httpx.post(
+                    f"{facade}/api/v1/jobs", headers=auth, json={"entrypoint": "sleep 600"}, timeout=120
+                ).json()["submission_id"]
+                while httpx.get(f"{facade}/api/v1/jobs/{finished}", headers=auth, timeout=60).json()["run"] is None:
+                    time.sleep(0.2)
+                facades = {"cached": facade, "uncached": uncached}
+                figures |= measure_requests(facades, key, dashboard, finished, running, args.requests)
+                figures |= measure_client_overhead(facade, key, finished, args.requests)
+        finally:
+            for running_process in [process, *processes]:
+                if running_process is not None:
+                    running_process.terminate()
     report(figures)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2))
+    save(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -13,22 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import ray
 from rich.console import Console
 from rich.table import Table
 
 import ray_runtime as rr
 import ray_runtime.plugins as plugins
+from bench._cluster import private_ray, save
 from ray_runtime._net import free_port
 from ray_runtime.plugins.package import runtime_env
 from ray_runtime.plugins.serve_deploy import serve_plugin, wait_for_apps
@@ -216,21 +212,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    temp = tempfile.mkdtemp(prefix="rrb-", dir="/tmp")
-    os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(temp, "storage")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    context = ray.init(
-        address="local",  # a cluster of its own, never one already running here
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        _temp_dir=os.path.join(temp, "ray"),
-        log_to_driver=False,
-    )
-    dashboard = f"http://{context.dashboard_url}"
-    try:
+    with private_ray() as (context, _):
         from ray import serve
+
+        dashboard = f"http://{context.dashboard_url}"
 
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -239,12 +224,8 @@ def main() -> None:
             figures = measure_task_and_jobs(dashboard, args.rounds)
         with console.status("serve throughput"):
             figures |= measure_serve(f"http://127.0.0.1:{port}", dashboard, args.rounds, args.seconds, args.concurrency)
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
     report(figures)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2))
+    save(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import socket as sockets
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ray_runtime as rr
+from bench._cluster import private_ray, save
 from bench.api import percentile, start_facade
 from ray_runtime._net import free_port
 from ray_runtime.client import AgentSocket, AsyncRuntimeClient, ClientConfig, RuntimeClient
@@ -400,65 +398,55 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Smaller counts (a smoke run).")
     args = parser.parse_args()
     quick = args.quick
-    temp = tempfile.mkdtemp(prefix="rrs-", dir="/tmp")
-    os.environ["RAY_RUNTIME_STORAGE"] = os.path.join(temp, "storage")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    plugins = Path(temp) / "plugins"
-    plugins.mkdir()
-    for folder in (CHAT, STAMPS):
-        (plugins / folder.name).symlink_to(folder)
-    context = ray.init(
-        address="local",  # a cluster of its own, never one already running here
-        num_cpus=8,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        _temp_dir=os.path.join(temp, "ray"),
-        log_to_driver=False,
-    )
-    process = None
-    figures: dict[str, Any] = {}
-    try:
-        coord = rr.connect(tenant="bench")
-        key, record = new_key("bench", Scope.ADMIN, "bench")
-        rr.connect().kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
-        templates = TemplateSource(plugins)
-        sessions = Sessions(coord.session_registry, templates)
-        process, facade = start_facade(context.address_info["address"], {}, "--plugins-dir", str(plugins))
-        with console.status("Serve baseline"):
-            serve_url = serve_chat(free_port())
-        with console.status("create → first result"):
-            create_to_first_result(sessions, "chat.assistant", 3)  # the pool's first host
-            figures["create_shared"] = summary(create_to_first_result(sessions, "chat.assistant", 10 if quick else 40))
-            figures["create_dedicated"] = summary(create_to_first_result(sessions, "chat.private", 3 if quick else 8))
-        with console.status("turn overheads"):
-            figures |= invoke_overheads(sessions, facade, key, serve_url, 3 if quick else 10)
-        with console.status("stream latency"):
-            streams = stream_latencies(sessions, facade, key, 2 if quick else 8)
-            figures |= {f"stream_{name}": summary(values) for name, values in streams.items()}
-        with console.status("chunks per second"):
-            figures["chunks_1"] = asyncio.run(chunk_rates(facade, key, 1, 2000 if quick else 10_000))
-            figures["chunks_50"] = asyncio.run(chunk_rates(facade, key, 50, 200 if quick else 1000))
-        with console.status("reconnect and resume"):
-            figures["reconnect"] = summary(reconnect_times(facade, key, 5 if quick else 20))
-        with console.status("pause and resume"):
-            figures["pause_resume_10kb"] = summary(pause_resume_times(sessions, 10_000, 5 if quick else 15))
-            figures["pause_resume_10mb"] = summary(pause_resume_times(sessions, 10 * 2**20, 3 if quick else 7))
-        with console.status("active sessions"):
-            async_sessions = AsyncSessions(coord.aio.session_registry, templates)
-            dashboard = f"http://{context.dashboard_url}"
-            figures |= asyncio.run(active_density(async_sessions, dashboard, 300 if quick else 2000))
-        with console.status("paused sessions"):
-            figures |= paused_density(sessions, 10_000 if quick else 100_000, 50 if quick else 200)
-    finally:
-        console.print_json(json.dumps(figures))  # what was measured, also when a stage failed
-        if process is not None:
-            process.terminate()
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    with private_ray(num_cpus=8) as (context, temp):
+        plugins = Path(temp) / "plugins"
+        plugins.mkdir()
+        for folder in (CHAT, STAMPS):
+            (plugins / folder.name).symlink_to(folder)
+        process = None
+        figures: dict[str, Any] = {}
+        try:
+            coord = rr.connect(tenant="bench")
+            key, record = new_key("bench", Scope.ADMIN, "bench")
+            rr.connect().kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
+            templates = TemplateSource(plugins)
+            sessions = Sessions(coord.session_registry, templates)
+            process, facade = start_facade(context.address_info["address"], {}, "--plugins-dir", str(plugins))
+            with console.status("Serve baseline"):
+                serve_url = serve_chat(free_port())
+            with console.status("create → first result"):
+                create_to_first_result(sessions, "chat.assistant", 3)  # the pool's first host
+                figures["create_shared"] = summary(
+                    create_to_first_result(sessions, "chat.assistant", 10 if quick else 40)
+                )
+                figures["create_dedicated"] = summary(
+                    create_to_first_result(sessions, "chat.private", 3 if quick else 8)
+                )
+            with console.status("turn overheads"):
+                figures |= invoke_overheads(sessions, facade, key, serve_url, 3 if quick else 10)
+            with console.status("stream latency"):
+                streams = stream_latencies(sessions, facade, key, 2 if quick else 8)
+                figures |= {f"stream_{name}": summary(values) for name, values in streams.items()}
+            with console.status("chunks per second"):
+                figures["chunks_1"] = asyncio.run(chunk_rates(facade, key, 1, 2000 if quick else 10_000))
+                figures["chunks_50"] = asyncio.run(chunk_rates(facade, key, 50, 200 if quick else 1000))
+            with console.status("reconnect and resume"):
+                figures["reconnect"] = summary(reconnect_times(facade, key, 5 if quick else 20))
+            with console.status("pause and resume"):
+                figures["pause_resume_10kb"] = summary(pause_resume_times(sessions, 10_000, 5 if quick else 15))
+                figures["pause_resume_10mb"] = summary(pause_resume_times(sessions, 10 * 2**20, 3 if quick else 7))
+            with console.status("active sessions"):
+                async_sessions = AsyncSessions(coord.aio.session_registry, templates)
+                dashboard = f"http://{context.dashboard_url}"
+                figures |= asyncio.run(active_density(async_sessions, dashboard, 300 if quick else 2000))
+            with console.status("paused sessions"):
+                figures |= paused_density(sessions, 10_000 if quick else 100_000, 50 if quick else 200)
+        finally:
+            console.print_json(json.dumps(figures))  # what was measured, also when a stage failed
+            if process is not None:
+                process.terminate()
     report(figures)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2))
+    save(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -17,20 +17,18 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
-import ray
 from rich.console import Console
 from rich.table import Table
 
 import ray_runtime as rr
+from bench._cluster import private_ray
 from bench.api import start_facade
 from ray_runtime._net import free_port
 from ray_runtime.keys import KEYS_NAMESPACE, new_key
@@ -111,25 +109,9 @@ async def load(facade: str, serve_url: str, key: str, seconds: float) -> dict[st
     return counts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", 30)))
-    args = parser.parse_args()
-    temp = tempfile.mkdtemp(prefix="rrs-", dir="/tmp")
-    os.environ.update(
-        RAY_RUNTIME_STORAGE=os.path.join(temp, "storage"),
-        RAY_RUNTIME_FINISHED_RETENTION=str(RETENTION),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    )
-    context = ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        _temp_dir=os.path.join(temp, "ray"),
-        log_to_driver=False,
-    )
+def soak(context: Any, minutes: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+    """Mixed traffic for ``minutes`` after a minute's warm-up; what the façade and the coordinator used before and
+    after, and what was done."""
     from ray import serve
 
     process = None
@@ -149,8 +131,8 @@ def main() -> None:
         with console.status("warming up (1 minute)"):
             asyncio.run(load(facade, serve_url, key, 60))
         start = {"façade": usage(process.pid), "coordinator": usage(coordinator_pid), "counts": coord.info()["counts"]}
-        with console.status(f"soaking for {args.minutes:g} minutes"):
-            counts = asyncio.run(load(facade, serve_url, key, args.minutes * 60))
+        with console.status(f"soaking for {minutes:g} minutes"):
+            counts = asyncio.run(load(facade, serve_url, key, minutes * 60))
         end = {"façade": usage(process.pid), "coordinator": usage(coordinator_pid), "counts": coord.info()["counts"]}
     finally:
         if process is not None:
@@ -159,8 +141,15 @@ def main() -> None:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    return start, end, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", 30)))
+    args = parser.parse_args()
+    with private_ray(RAY_RUNTIME_FINISHED_RETENTION=str(RETENTION)) as (context, _):
+        start, end, counts = soak(context, args.minutes)
     table = Table(title=f"soak: {args.minutes:g} minutes of mixed traffic ({counts})")
     for column in ("process", "RSS start", "RSS end", "open files start/end", "fds start/end"):
         table.add_column(column, justify="right")

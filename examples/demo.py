@@ -59,7 +59,7 @@ def main() -> None:
         assert state is not None
         with RuntimeClient(state.api_url, state.api_key) as client:
             job_tour(client, env)
-            serve_tour(state.serve_url)
+            serve_tour(state.serve_url, state.api_key)
             queue_tour(client, state, env)
             session_tour(client, env)
         cli("status", env=env)
@@ -94,20 +94,21 @@ def job_tour(client: RuntimeClient, env: dict[str, str]) -> None:
     )
 
 
-def serve_tour(serve_url: str) -> None:
+def serve_tour(serve_url: str, key: str) -> None:
     console.rule("3. a plugin as a Serve HTTP endpoint: JSON, NDJSON stream, server-sent events")
     base = f"{serve_url}/plugins/textstats"
     text = "Plugins run as jobs. They run as tasks! Do they serve? They stream, too."
-    stats = httpx.post(f"{base}/analyze", json={"text": text}, timeout=30).json()
+    auth = {"authorization": f"Bearer {key}"}  # plugin endpoints take the façade's keys (serve.auth: keys)
+    stats = httpx.post(f"{base}/analyze", json={"text": text}, headers=auth, timeout=30).json()
     console.print(f"POST {base}/analyze -> {json.dumps(stats)}", highlight=False)
-    with httpx.stream("POST", f"{base}/sentences", json={"text": text}, timeout=30) as reply:
+    with httpx.stream("POST", f"{base}/sentences", json={"text": text}, headers=auth, timeout=30) as reply:
         for line in reply.iter_lines():
             if line:
                 chunk = json.loads(line)
                 console.print(f"  NDJSON chunk: sentence {chunk['index']}: {chunk['words']} words")
     events = []
     with httpx.stream(
-        "POST", f"{base}/sentences", json={"text": text}, headers={"accept": "text/event-stream"}, timeout=30
+        "POST", f"{base}/sentences", json={"text": text}, headers={**auth, "accept": "text/event-stream"}, timeout=30
     ) as reply:
         events = [line for line in reply.iter_lines() if line.startswith("event:") or line.startswith("data:")]
     console.print(f"  the same as server-sent events: {len(events)} lines, ending with {events[-2:]}")
@@ -217,7 +218,8 @@ def http_worker(state: LocalRuntime, stop: threading.Event) -> None:
             lease = tasks.poll_next_task()
             if lease is None:
                 continue
-            rollout = httpx.post(solve, json=lease.task.input, timeout=30).json()
+            auth = {"authorization": f"Bearer {state.api_key}"}
+            rollout = httpx.post(solve, json=lease.task.input, headers=auth, timeout=30).json()
             tasks.post_rollout(lease.attempt_id, rollout)
 
 

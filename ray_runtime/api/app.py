@@ -19,6 +19,7 @@ from ray_runtime.api.middleware import Guard
 from ray_runtime.api.routes import (
     agent_socket,
     cluster,
+    console,
     health,
     jobs,
     keys,
@@ -158,7 +159,7 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     app.add_middleware(Guard, services=services, metrics=metrics, limit_for=_body_limit(settings))
     _install_error_handlers(app)
     families = (health, jobs, ray_jobs, cluster, serve, plugins, sessions, agent_socket, queues, resources, keys)
-    families += (tenants, legacy)
+    families += (tenants, legacy, console)
     for module in families:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(synapse.router, prefix=settings.synapse_prefix, responses=ERROR_RESPONSES)

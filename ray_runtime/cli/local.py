@@ -97,6 +97,7 @@ def up(
     def human() -> None:
         grid = Table.grid(padding=(0, 2))
         grid.add_row("API façade", f"{state.api_url}  (OpenAPI: {state.api_url}/docs)")
+        grid.add_row("Web console", f"{state.api_url}/ui/  (log in with the key below)")
         grid.add_row("dashboard", state.dashboard_url)
         grid.add_row("Serve", f"{state.serve_url}  ({', '.join(state.applications) or 'no plugins'})")
         grid.add_row("Ray address", state.gcs_address)

@@ -167,6 +167,13 @@ def get_task(client: RuntimeClient, task_id: TaskId, as_json: JsonFlag = False) 
             ("error", task.error.message if task.error else None),
             ("created", ago(task.created_at)),
         ]
+        rows += [
+            (
+                f"attempt {a.attempt}",
+                f"{a.outcome} {ago(a.ended_at)} on {a.worker_id}: {a.error.message if a.error else ''}",
+            )
+            for a in task.history
+        ]
         return table(f"task {task.id}", ["field", "value"], rows)
 
     show(task, as_json, human)

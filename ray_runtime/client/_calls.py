@@ -27,6 +27,7 @@ from ray_runtime.models.api import (
     JobStatus,
     KeyCreated,
     LogRange,
+    Me,
     Scope,
     ServeApplication,
 )
@@ -369,9 +370,10 @@ class Calls:
         status: TaskStatus | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        resources_id: str | None = None,
     ) -> Request[TaskPage]:
-        """A page of tasks in creation order."""
-        params = _params(queue=queue, status=status, limit=limit, cursor=cursor)
+        """A page of tasks in creation order (``resources_id``: those pinned to, or last run with, that version)."""
+        params = _params(queue=queue, status=status, limit=limit, cursor=cursor, resources_id=resources_id)
         return Request("GET", "/api/v1/tasks", _typed(TaskPage), params=params)
 
     def _wait_tasks(
@@ -415,6 +417,10 @@ class Calls:
         return Request("GET", "/api/v1/resources", _typed(list[ResourcesUpdate]), params={"limit": limit})
 
     # ------------------------------------------------------------------------------------------------ keys
+
+    def _me(self) -> Request[Me]:
+        """Who this client's key is: tenant, scope, grants, and whether the façade runs in dev mode."""
+        return Request("GET", "/api/v1/me", _typed(Me))
 
     def _create_key(self, tenant: str, scope: Scope | str = Scope.SUBMIT, name: str = "") -> Request[KeyCreated]:
         """A new API key for your tenant (admin); the key is in this answer only."""

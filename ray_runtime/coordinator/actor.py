@@ -56,11 +56,11 @@ _SESSION_SWEEP_S = 1.0  # idle timeouts and lifetimes are checked this often
 
 class CpuSplit:
     """Where this process's CPU goes, by part (seconds of thread CPU): decoding and encoding calls (``codec``),
-    the state machine (``state``), journal appends (``journal``) and checkpoints (``checkpoint``). What the
-    process used beyond their sum is Ray's call path and the rest; ``info()`` reports both."""
+    the state machine (``state``) and journal appends (``journal``). What the process used beyond their sum is
+    Ray's call path and the rest; ``info()`` reports both, and the checkpointer process's own CPU."""
 
     def __init__(self) -> None:
-        self.parts: dict[str, float] = dict.fromkeys(("codec", "state", "journal", "checkpoint"), 0.0)
+        self.parts: dict[str, float] = dict.fromkeys(("codec", "state", "journal"), 0.0)
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
@@ -82,10 +82,6 @@ def pack(value: Any) -> bytes:
 def unpack(payload: bytes) -> Any:
     with CPU.part("codec"):
         return packing.unpack(payload)
-
-
-_SLICE_TARGET_S = 0.01  # how long a checkpoint slice may hold the journal writer
-_SLICE_ROWS_MIN, _SLICE_ROWS_MAX = 100, 50_000
 
 
 def _render_leases(records: list[TaskRecord]) -> list[dict[str, Any]]:
@@ -132,7 +128,6 @@ class CoordinatorActor(SessionMethods):
         self._resources_published = threading.Condition(self._lock)
         self._task_waiters: dict[str, list[_Waiter]] = {}
         self._journal = self._open_journal()
-        self._slice_rows = 2_000  # rows per checkpoint slice; adapts to how long a slice holds the writer
         self._state = CoordinatorState(
             Limits(
                 max_payload_bytes=self.settings.max_payload_bytes,
@@ -153,6 +148,7 @@ class CoordinatorActor(SessionMethods):
         self._snapshots = SnapshotStore(None if self._in_memory() else self.settings.snapshot_dir(name))
         self._replayed = self._replay()
         self._replay_s = time.perf_counter() - started
+        self._checkpointer = self._start_checkpointer()
         self._started_at = time.time()
         threading.Thread(target=self._sweep_forever, name="coordinator-sweeper", daemon=True).start()
         self._start_session_watch()
@@ -169,13 +165,34 @@ class CoordinatorActor(SessionMethods):
             gc.enable()
         return len(replay.tasks)
 
+    def _start_checkpointer(self) -> Any:
+        """The journal's checkpointer process (started once the replay is done), or None for a memory journal."""
+        if not isinstance(self._journal, SQLiteJournal):
+            return None
+        from ray_runtime.coordinator.checkpointer import start
+
+        return start(self._journal.path, self.settings.checkpoint_interval_s)
+
+    def _checkpoint_cpu(self) -> float:
+        """CPU seconds the checkpointer process has used."""
+        if self._checkpointer is None:
+            return 0.0
+        try:
+            import psutil
+
+            times = psutil.Process(self._checkpointer.pid).cpu_times()
+        except Exception:
+            return 0.0
+        return times.user + times.system
+
     def _in_memory(self) -> bool:
         return str(self.settings.storage) == ":memory:"
 
     def _open_journal(self) -> Journal:
         if self._in_memory():
             return MemoryJournal()
-        return SQLiteJournal(self.settings.journal_path(self.name), synchronous=self.settings.journal_synchronous)
+        path = self.settings.journal_path(self.name)
+        return SQLiteJournal(path, synchronous=self.settings.journal_synchronous, copies_wal=False)
 
     # ----------------------------------------------------------------------------------- durability
 
@@ -248,7 +265,7 @@ class CoordinatorActor(SessionMethods):
 
     def _sweep_forever(self) -> None:
         interval = self.settings.sweep_interval_s
-        last_checkpoint = last_sessions_sweep = time.monotonic()
+        last_sessions_sweep = time.monotonic()
         while True:
             with self._durably():
                 try:
@@ -262,30 +279,7 @@ class CoordinatorActor(SessionMethods):
                 except Exception:
                     logger.exception("session sweep failed")
                 last_sessions_sweep = time.monotonic()
-            if time.monotonic() - last_checkpoint >= self.settings.checkpoint_interval_s:
-                self._checkpoint()
-                last_checkpoint = time.monotonic()
             time.sleep(interval if deadline is None else min(interval, max(0.001, deadline - time.time())))
-
-    def _checkpoint(self) -> None:
-        """Fold the journal's log into its snapshot a slice at a time. A slice is read and folded without the
-        writer lock; only its writes hold it, and slices are sized (by rows) so that holding takes about
-        ``_SLICE_TARGET_S``: a call never waits long behind a checkpoint."""
-        try:
-            with CPU.part("checkpoint"):
-                self._fold_slices()
-        except Exception:
-            logger.exception("journal checkpoint failed; the log keeps everything and the next one retries")
-
-    def _fold_slices(self) -> None:
-        while (piece := self._journal.fold_slice(max_rows=self._slice_rows, max_change_sets=10_000)) is not None:
-            with self._journal_lock:
-                started = time.perf_counter()
-                self._journal.apply_slice(piece)
-                held = time.perf_counter() - started
-            if piece.rows >= self._slice_rows:  # a full slice: size the next one by how long this one held
-                scaled = int(self._slice_rows * _SLICE_TARGET_S / max(held, 1e-4))
-                self._slice_rows = min(_SLICE_ROWS_MAX, max(_SLICE_ROWS_MIN, scaled))
 
     # ------------------------------------------------------------------------------------- producers
 
@@ -410,14 +404,13 @@ class CoordinatorActor(SessionMethods):
         return self._call(TaskRecord.wire, self._state.tasks.get, *unpack(payload))
 
     def query(self, payload: bytes) -> bytes:
-        tenant, queue, status, limit, cursor = unpack(payload)
+        tenant, queue, status, limit, cursor, resources_id = unpack(payload)
 
         def render(page: tuple[list[TaskRecord], str | None]) -> dict[str, Any]:
             return {"items": [r.wire() for r in page[0]], "next_cursor": page[1]}
 
-        return self._call(
-            render, self._state.tasks.query, tenant, queue=queue, status=status, limit=limit, cursor=cursor
-        )
+        filters = dict(queue=queue, status=status, limit=limit, cursor=cursor, resources_id=resources_id)
+        return self._call(render, self._state.tasks.query, tenant, **filters)
 
     def stats(self, payload: bytes) -> bytes:
         return self._call(dict, self._state.tasks.stats, *unpack(payload))
@@ -562,7 +555,7 @@ class CoordinatorActor(SessionMethods):
                 "durable": self._journal.capabilities["durable"],
                 "journal_backlog": getattr(self._journal, "backlog", 0),
                 "counts": counts,
-                "cpu": {**CPU.parts, "process": sum(os.times()[:2])},
+                "cpu": {**CPU.parts, "process": sum(os.times()[:2]), "checkpointer": self._checkpoint_cpu()},
             }
         )
 

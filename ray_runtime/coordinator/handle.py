@@ -110,6 +110,7 @@ def _decoded(wire: dict[str, Any]) -> dict[str, Any]:
         "metadata": _from_json(wire["metadata"]),
         "result": _from_json(wire["result"]),
         "error": None if error is None else json.loads(error),
+        "history": _from_json(wire.get("history")) or [],
     }
 
 
@@ -502,14 +503,16 @@ class _QueueCalls(_Handle):
         status: TaskStatus | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        resources_id: str | None = None,
     ) -> _Call[TaskPage]:
-        """A page of tasks in creation order; pass the page's ``next_cursor`` to get the next one."""
+        """A page of tasks in creation order; pass the page's ``next_cursor`` to get the next one.
+        ``resources_id``: only tasks pinned to that resources version, or whose latest attempt used it."""
         status_value = status.value if isinstance(status, TaskStatus) else status
 
         def parse(raw: dict[str, Any]) -> TaskPage:
             return TaskPage(items=[_task(w) for w in raw["items"]], next_cursor=raw["next_cursor"])
 
-        return _Call("query", (self.tenant, queue, status_value, limit, cursor), parse)
+        return _Call("query", (self.tenant, queue, status_value, limit, cursor, resources_id), parse)
 
     def _wait(
         self,

@@ -37,16 +37,19 @@ __all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJ
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What each version added; a journal of an older version is brought up to date when it is opened. The tables are
 # created with IF NOT EXISTS above, so a migration only has to say what else changes (nothing, so far).
 _MIGRATIONS: dict[int, str] = {
     2: "",  # sessions and their transcripts (the tables of _SCHEMA)
+    3: "ALTER TABLE tasks ADD COLUMN history TEXT;",  # a task's ended attempts
 }
 _STATUS = {s.value: s for s in TaskStatus}
 _RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))  # the snapshot's task columns, in this order
 _PAYLOAD_AT = _RECORD_FIELDS.index("input")  # input and metadata sit side by side in TaskRecord
 _STATUS_AT = _RECORD_FIELDS.index("status")
+_ROW_LENGTH = len(TASK_ROW_FIELDS)
+_BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another connection's (the checkpointer's) to end
 _RESOURCE_COLUMNS = "id, tenant, version, created_at, body"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,6 +203,8 @@ class _Fold:
             self.kv[(namespace, key)] = value
         new = {task_id: (text, metadata) for task_id, text, metadata in payloads}
         for row in tasks:
+            if len(row) < _ROW_LENGTH:  # written by an older release, before fields were added at the end
+                row = (*row, *(None,) * (_ROW_LENGTH - len(row)))
             task_id = row[0]
             payload = new.get(task_id)
             if payload is None and task_id in self.created:
@@ -301,17 +306,30 @@ class SQLiteJournal(Journal):
     ``"FULL"`` also survives power loss, at the price of an fsync per commit.
     """
 
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL", copies_wal: bool = True) -> None:
+        """
+        Args:
+            path: The database file.
+            synchronous: ``NORMAL`` (survives a kill) or ``FULL`` (also power loss).
+            copies_wal: Whether commits on this connection copy the write-ahead log into the database file when
+                it has grown (SQLite's auto-checkpoint, with an fsync). The coordinator leaves that to its
+                checkpointer process, so its own commits never stall on it.
+        """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.capabilities = JournalCapabilities(durable=True, survives_power_loss=synchronous == "FULL")
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "cache_size=-65536", "temp_store=MEMORY"):
+        pragmas = ("journal_mode=WAL", f"synchronous={synchronous}", "cache_size=-65536", "temp_store=MEMORY")
+        for pragma in (*pragmas, f"busy_timeout={_BUSY_TIMEOUT_MS}", f"wal_autocheckpoint={1000 if copies_wal else 0}"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
         self._check_schema()
-        self.backlog = self._db.execute("SELECT count(*) FROM log").fetchone()[0]
         self._reader: sqlite3.Connection | None = None  # the checkpoint's own connection, for reading the log
+
+    @property
+    def backlog(self) -> int:
+        """Change sets in the log, not yet folded into the snapshot."""
+        return self._db.execute("SELECT count(*) FROM log").fetchone()[0]
 
     def _check_schema(self) -> None:
         """Stamp a new journal; bring an older one up to date (its data stays as it is); refuse a newer one."""
@@ -328,8 +346,8 @@ class SQLiteJournal(Journal):
         if found < SCHEMA_VERSION:
             self._db.execute("BEGIN IMMEDIATE")
             for version in range(found + 1, SCHEMA_VERSION + 1):
-                if _MIGRATIONS[version]:
-                    self._db.executescript(_MIGRATIONS[version])
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    self._db.execute(statement)  # not executescript: it would commit the open transaction
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             self._db.execute("COMMIT")
             logger.info("journal %s migrated from schema %d to %d", self.path, found, SCHEMA_VERSION)
@@ -337,11 +355,11 @@ class SQLiteJournal(Journal):
     def write(self, changes: ChangeSet) -> None:
         if changes:
             self._db.execute("INSERT INTO log (body) VALUES (?)", (_encode(changes),))
-            self.backlog += 1
 
     def fold_slice(self, *, max_rows: int = 1 << 30, max_change_sets: int = 256) -> Slice | None:
         if self._reader is None:
             self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._reader.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         fold, last_seq, entries, rows = _Fold(), 0, 0, 0
         for seq, body in self._reader.execute("SELECT seq, body FROM log ORDER BY seq LIMIT ?", (max_change_sets,)):
             rows += fold.add(body)
@@ -378,7 +396,6 @@ class SQLiteJournal(Journal):
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self.backlog = max(0, self.backlog - piece.entries)
         return piece.entries
 
     def _fold_sessions(self, fold: _Fold) -> None:
@@ -395,18 +412,22 @@ class SQLiteJournal(Journal):
         )
 
     def load(self) -> Replay:
-        fold = _Fold()
-        for (body,) in self._db.execute("SELECT body FROM log ORDER BY seq"):
-            fold.add(body)
         db = self._db
-        return Replay(
-            list(self._tasks(fold)),
-            _resources(db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"), fold),
-            _runs(db.execute("SELECT id, tenant, data FROM runs"), fold),
-            _kv(db.execute("SELECT namespace, key, value FROM kv"), fold),
-            _sessions(db.execute("SELECT id, tenant, data FROM sessions"), fold),
-            _turns(db.execute("SELECT session_id, data FROM session_turns ORDER BY n"), fold),
-        )
+        db.execute("BEGIN")  # one read snapshot: a checkpointer folding meanwhile cannot move rows between reads
+        try:
+            fold = _Fold()
+            for (body,) in db.execute("SELECT body FROM log ORDER BY seq"):
+                fold.add(body)
+            return Replay(
+                list(self._tasks(fold)),
+                _resources(db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"), fold),
+                _runs(db.execute("SELECT id, tenant, data FROM runs"), fold),
+                _kv(db.execute("SELECT namespace, key, value FROM kv"), fold),
+                _sessions(db.execute("SELECT id, tenant, data FROM sessions"), fold),
+                _turns(db.execute("SELECT session_id, data FROM session_turns ORDER BY n"), fold),
+            )
+        finally:
+            db.execute("COMMIT")
 
     def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:
         rows = self._db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks")

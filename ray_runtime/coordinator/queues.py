@@ -57,6 +57,10 @@ _STATUS_VALUES = frozenset(s.value for s in TaskStatus)
 _MAX_DELAY_S = 30 * 24 * 3600.0
 _MAX_TASKS_PER_CLAIM = 1000
 _MAX_QUERY_LIMIT = 1000
+HISTORY_KEPT = 20  # ended attempts a task remembers
+_RETAIN_PER_SWEEP = 5_000  # finished tasks one sweep drops at most
+_RETAIN_SLACK = 1_000  # past retention by this many, each finish drops two old ones as well
+THROUGHPUT_WINDOW_S = 15 * 60  # how far back a queue's throughput history goes
 _QUERY_SCAN_BUDGET = 100_000
 
 
@@ -106,6 +110,7 @@ class TaskRecord:
     result: str | None = None
     error: str | None = None
     finished_at: float | None = None
+    history: str | None = None  # JSON: the attempts that ended without a result (failed, expired, cancelled)
 
     def wire(self) -> dict[str, Any]:
         """The fields a client sees (payloads still JSON text); see ``models.Task``."""
@@ -131,6 +136,7 @@ class TaskRecord:
             "lease_deadline": self.lease_deadline,
             "result": self.result,
             "error": self.error,
+            "history": self.history,
         }
 
     def lease_wire(self) -> dict[str, Any]:
@@ -157,11 +163,23 @@ def _task_row(record: TaskRecord) -> tuple[Any, ...]:
 class _Queue:
     """One (tenant, queue): ready tasks by priority, delayed tasks by due time, idempotency keys, counts."""
 
-    __slots__ = ("counts", "delayed", "idempotency", "index", "levels", "name", "ready", "tenant", "workers")
+    __slots__ = (
+        "counts",
+        "delayed",
+        "finished_by_minute",
+        "idempotency",
+        "index",
+        "levels",
+        "name",
+        "ready",
+        "tenant",
+        "workers",
+    )
 
     def __init__(self, tenant: str, name: str) -> None:
         self.tenant = tenant
         self.name = name
+        self.finished_by_minute: dict[int, list[int]] = {}  # minute -> [succeeded, failed or dead]
         self.ready: dict[int, deque[tuple[int, TaskRecord]]] = {}
         self.levels: list[int] = []  # negated priorities, ascending: levels[0] is the highest priority
         self.delayed: list[tuple[float, int, TaskRecord]] = []
@@ -169,6 +187,26 @@ class _Queue:
         self.counts: Counter[TaskStatus] = Counter()
         self.index = _CreationIndex()
         self.workers: set[str] = set()
+
+    def count_finished(self, record: TaskRecord) -> None:
+        """Count a task that ended (in the minute it ended) for the queue's throughput history."""
+        if record.status is CANCELLED or record.finished_at is None:
+            return
+        minute = int(record.finished_at // 60) * 60
+        counts = self.finished_by_minute.get(minute)
+        if counts is None:
+            counts = self.finished_by_minute[minute] = [0, 0]
+            for old in [m for m in self.finished_by_minute if m < minute - THROUGHPUT_WINDOW_S]:
+                del self.finished_by_minute[old]
+        counts[record.status is not SUCCEEDED] += 1
+
+    def throughput(self, now: float) -> list[dict[str, int]]:
+        since = now - THROUGHPUT_WINDOW_S
+        return [
+            {"minute": minute, "succeeded": counts[0], "failed": counts[1]}
+            for minute, counts in sorted(self.finished_by_minute.items())
+            if minute >= since
+        ]
 
     def push_ready(self, record: TaskRecord) -> None:
         lane = self.ready.get(record.priority)
@@ -204,14 +242,17 @@ class _Queue:
 
 
 class _CreationIndex:
-    """Records in creation order for stable cursor pagination; deletions leave holes, compacted in bulk."""
+    """Records in creation order for stable cursor pagination; deletions leave holes. Old tasks go first (retention
+    drops the oldest finished), so dead records at the front are cut off cheaply as they pile up; holes elsewhere
+    are compacted in bulk when they are half the index."""
 
-    __slots__ = ("holes", "records", "seqs")
+    __slots__ = ("dead_front", "holes", "records", "seqs")
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
         self.records: list[TaskRecord] = []
         self.holes = 0
+        self.dead_front = 0  # how many records at the front are known dead
 
     def add(self, record: TaskRecord) -> None:
         if self.seqs and record.created_seq < self.seqs[-1]:  # only during replay of an unsorted journal
@@ -224,9 +265,16 @@ class _CreationIndex:
 
     def forget(self, live: dict[str, TaskRecord]) -> None:
         self.holes += 1
-        if self.holes > 1024 and self.holes * 2 > len(self.records):
-            kept = [r for r in self.records if live.get(r.id) is r]
-            self.records, self.seqs, self.holes = kept, [r.created_seq for r in kept], 0
+        records, front = self.records, self.dead_front
+        while front < len(records) and live.get(records[front].id) is not records[front]:
+            front += 1  # each record is stepped over once, however many calls it takes
+        if front >= 1024:
+            del records[:front], self.seqs[:front]  # one memmove, not a rebuild
+            self.holes, front = self.holes - front, 0
+        self.dead_front = front
+        if self.holes > 1024 and self.holes * 2 > len(records):
+            kept = [r for r in records if live.get(r.id) is r]
+            self.records, self.seqs, self.holes, self.dead_front = kept, [r.created_seq for r in kept], 0, 0
 
     def scan(self, after_seq: int) -> Iterable[TaskRecord]:
         start = bisect.bisect_right(self.seqs, after_seq)
@@ -528,6 +576,7 @@ class TaskQueues:
         check_json("error", error, max_bytes=self.limits.max_payload_bytes)
         record.error = error
         record.finish_request_id = request_id
+        _remember_attempt(record, "failed", now)
         if not retryable:
             self._finish(record, FAILED, now)
         else:
@@ -572,6 +621,7 @@ class TaskQueues:
     def _expire(self, record: TaskRecord, now: float) -> None:
         record.error = _lease_expired_error(record)
         record.finish_request_id = None
+        _remember_attempt(record, "expired", now)
         self._retry_or_bury(record, now)
 
     def _release_lease(self, record: TaskRecord) -> None:
@@ -587,9 +637,12 @@ class TaskQueues:
             self._release_lease(record)
         record.finished_at = now
         self._set_status(record, status, now)
+        self._queues[(record.tenant, record.queue)].count_finished(record)
         self._finished.append((now, record))
         self._finished_count += 1
         self.on_finished(record)
+        if self._finished_count > self.limits.finished_retention + _RETAIN_SLACK:  # the sweeper fell behind
+            self._retain(now, 2, prune=False)
 
     # ------------------------------------------------------------------------------------------ operators
 
@@ -598,7 +651,10 @@ class TaskQueues:
         record = self._task(tenant, task_id)
         if record.status.terminal:
             raise TaskFinishedError(task_id, record.status.value, "cancel")
-        self._finish(record, CANCELLED, self.clock())
+        now = self.clock()
+        if record.status is LEASED:
+            _remember_attempt(record, "cancelled", now)
+        self._finish(record, CANCELLED, now)
         return record
 
     def retry(self, tenant: str, task_id: str) -> TaskRecord:
@@ -654,8 +710,10 @@ class TaskQueues:
         status: TaskStatus | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        resources_id: str | None = None,
     ) -> tuple[list[TaskRecord], str | None]:
-        """Tasks in creation order, filtered; returns a page and the cursor of the next one (None at the end).
+        """Tasks in creation order, filtered (``resources_id``: tasks pinned to that version, or whose latest attempt
+        used it); returns a page and the cursor of the next one (None at the end).
 
         Pages are stable: a task created later never shifts earlier pages. A scan that filters out very many
         tasks returns a short (even empty) page with a cursor to go on from.
@@ -667,6 +725,7 @@ class TaskQueues:
         if status is not None and status not in _STATUS_VALUES:
             raise InvalidArgumentError("status", f"must be one of {sorted(_STATUS_VALUES)}; got {status!r}")
         status = TaskStatus(status) if status is not None else None
+        check_optional_text("resources_id", resources_id)
         after = _decode_cursor(cursor)
         if queue is not None:
             q = self._queues.get((tenant, queue))
@@ -679,7 +738,9 @@ class TaskQueues:
             if len(page) == limit or scanned == _QUERY_SCAN_BUDGET:
                 return page, _encode_cursor(last_seq)
             last_seq = record.created_seq
-            if self._tasks.get(record.id) is record and (status is None or record.status is status):
+            if self._tasks.get(record.id) is not record or (status is not None and record.status is not status):
+                continue
+            if resources_id is None or resources_id in (record.resources_id, record.attempt_resources_id):
                 page.append(record)
         return page, None
 
@@ -698,6 +759,7 @@ class TaskQueues:
             "delayed": q.live_delayed(),
             "oldest_queued_age_s": max(0.0, now - oldest.available_at) if oldest is not None else None,
             "workers": sum(1 for w in q.workers if (tenant, w) in self._workers),
+            "throughput": q.throughput(now),
         }
 
     def queues(self, tenant: str) -> list[str]:
@@ -761,17 +823,22 @@ class TaskQueues:
         if promoted:
             self.on_ready(q.tenant, q.name)
 
-    def _retain(self, now: float) -> None:
+    def _retain(self, now: float, budget: int = _RETAIN_PER_SWEEP, *, prune: bool = True) -> None:
+        """Drop the oldest finished tasks past the retention count or age, at most ``budget`` of them (a sweep that
+        finds a big backlog spreads it over the next sweeps instead of holding the state for long)."""
         horizon = now - self.limits.finished_ttl_s
         touched: set[str] = set()
-        while self._finished and (
-            self._finished_count > self.limits.finished_retention or self._finished[0][0] < horizon
+        while (
+            budget > 0
+            and self._finished
+            and (self._finished_count > self.limits.finished_retention or self._finished[0][0] < horizon)
         ):
+            budget -= 1
             finished_at, record = self._finished.popleft()
             if record.status.terminal and record.finished_at == finished_at and self._tasks.get(record.id) is record:
                 self._delete(record)
                 touched.add(record.tenant)
-        for tenant in touched:
+        for tenant in touched if prune else ():
             self.resources.prune(tenant)
 
     def _delete(self, record: TaskRecord) -> None:
@@ -812,6 +879,8 @@ class TaskQueues:
                 self._restore_lease(record, now)
             else:
                 finished.append(record)
+                if record.finished_at is not None and record.finished_at > now - THROUGHPUT_WINDOW_S:
+                    q.count_finished(record)
         finished.sort(key=_by_finish)
         self._finished.extend((record.finished_at or 0.0, record) for record in finished)
         self._finished_count += len(finished)
@@ -892,6 +961,24 @@ _by_ready = attrgetter("ready_seq")
 
 def _by_finish(record: TaskRecord) -> float:
     return record.finished_at or 0.0
+
+
+def _remember_attempt(record: TaskRecord, outcome: str, now: float) -> None:
+    """Add the live attempt, ending now without a result, to the task's history (the newest are kept)."""
+    started = None
+    if record.lease_deadline is not None and record.lease_span is not None:
+        started = record.lease_deadline - record.lease_span
+    entry = {
+        "attempt": record.attempts,
+        "attempt_id": record.attempt_id,
+        "worker_id": record.worker_id,
+        "started_at": started,
+        "ended_at": now,
+        "outcome": outcome,
+        "error": json.loads(record.error) if record.error and outcome != "cancelled" else None,
+    }
+    history = json.loads(record.history) if record.history else []
+    record.history = json.dumps([*history[-(HISTORY_KEPT - 1) :], entry])
 
 
 def _lease_expired_error(record: TaskRecord) -> str:

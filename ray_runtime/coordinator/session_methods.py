@@ -77,20 +77,7 @@ class SessionMethods:
         tenant, session_id, template, version, options, config, metadata, parent_id = unpack(payload)
 
         def create() -> dict[str, Any]:
-            record = self._state.sessions.create(
-                tenant,
-                session_id,
-                template,
-                version,
-                isolation=options["isolation"],
-                config=config,
-                metadata=metadata,
-                idle_timeout_s=options["idle_timeout_s"],
-                max_lifetime_s=options["max_lifetime_s"],
-                on_idle=options["on_idle"],
-                recover=options["recover"],
-                parent_id=parent_id,
-            )
+            record = self._new_session(tenant, session_id, template, version, options, config, metadata, parent_id)
             return {"session": record.wire(), "host": self._place(record, options)}
 
         return self._call(dict, create)
@@ -104,23 +91,38 @@ class SessionMethods:
 
         def import_all() -> list[str]:
             for session_id, config, metadata in items:
-                self._state.sessions.create(
-                    tenant,
-                    session_id,
-                    template,
-                    version,
-                    isolation=options["isolation"],
-                    config=config,
-                    metadata=metadata,
-                    idle_timeout_s=options["idle_timeout_s"],
-                    max_lifetime_s=options["max_lifetime_s"],
-                    on_idle=options["on_idle"],
-                    recover=options["recover"],
-                )
+                self._new_session(tenant, session_id, template, version, options, config, metadata)
                 self._state.sessions.rested(tenant, session_id, "paused", None, 0, "imported")
             return [item[0] for item in items]
 
         return self._call(list, import_all)
+
+    def _new_session(
+        self,
+        tenant: str,
+        session_id: str,
+        template: str,
+        version: str,
+        options: dict[str, Any],
+        config: str,
+        metadata: str | None,
+        parent_id: str | None = None,
+    ) -> SessionRecord:
+        """Record a session (CREATING) with the template's options."""
+        return self._state.sessions.create(
+            tenant,
+            session_id,
+            template,
+            version,
+            isolation=options["isolation"],
+            config=config,
+            metadata=metadata,
+            idle_timeout_s=options["idle_timeout_s"],
+            max_lifetime_s=options["max_lifetime_s"],
+            on_idle=options["on_idle"],
+            recover=options["recover"],
+            parent_id=parent_id,
+        )
 
     def _place(self, record: SessionRecord, options: dict[str, Any]) -> str:
         load = self._state.sessions.pool_load(pool_prefix(record.tenant, record.template, options.get("package", "")))

@@ -35,6 +35,7 @@ __all__ = [
     "KeyCreated",
     "LogFrame",
     "LogRange",
+    "Me",
     "NextClaim",
     "Scope",
     "ServeApplication",
@@ -78,6 +79,17 @@ class Scope(enum.StrEnum):
     def allows(self, needed: Scope) -> bool:
         order = list(Scope)
         return order.index(self) >= order.index(needed)
+
+
+class Me(BaseModel):
+    """The caller as the façade sees it."""
+
+    tenant: str
+    scope: Scope
+    key_id: str | None = Field(default=None, description="None in dev mode.")
+    cluster_admin: bool = False
+    run_code: bool = False
+    dev_mode: bool = False
 
 
 class ApiKey(BaseModel):

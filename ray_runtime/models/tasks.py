@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_runtime.models.numbers import Integer, Number
 
 __all__ = [
+    "AttemptRecord",
     "Lease",
     "QueueStats",
     "Task",
@@ -17,6 +18,7 @@ __all__ = [
     "TaskPage",
     "TaskSpec",
     "TaskStatus",
+    "ThroughputPoint",
     "WaitResult",
     "WorkerInfo",
 ]
@@ -50,6 +52,18 @@ class TaskError(_Wire):
     type: str = Field(description="Exception class name, or LeaseExpired.")
     message: str = ""
     traceback: str | None = None
+
+
+class AttemptRecord(_Wire):
+    """An attempt of a task that ended without a result."""
+
+    attempt: int = Field(description="Its number in the retry cycle it belonged to.")
+    attempt_id: str | None = None
+    worker_id: str | None = None
+    started_at: float | None = None
+    ended_at: float
+    outcome: Literal["failed", "expired", "cancelled"]
+    error: TaskError | None = None
 
 
 class TaskSpec(BaseModel):
@@ -91,6 +105,9 @@ class Task(_Wire):
     lease_deadline: float | None = None
     result: Any = None
     error: TaskError | None = None
+    history: list[AttemptRecord] = Field(
+        default_factory=list, description="Attempts that ended without a result (the newest 20), oldest first."
+    )
 
 
 class Lease(_Wire):
@@ -116,8 +133,16 @@ class WaitResult(_Wire):
     pending: list[str]
 
 
+class ThroughputPoint(_Wire):
+    """Tasks of a queue that ended in one minute (``minute``: its start, Unix seconds)."""
+
+    minute: int
+    succeeded: int
+    failed: int = Field(description="Failed for good or dead-lettered.")
+
+
 class QueueStats(_Wire):
-    """Depth of one queue per status."""
+    """Depth of one queue per status, and what it got done lately."""
 
     tenant: str
     queue: str
@@ -125,6 +150,9 @@ class QueueStats(_Wire):
     delayed: int = Field(description="Queued tasks not yet claimable (delay or retry backoff).")
     oldest_queued_age_s: float | None = Field(description="How long the oldest claimable task has waited.")
     workers: int = Field(description="Workers that claimed from this queue and are still known.")
+    throughput: list[ThroughputPoint] = Field(
+        default_factory=list, description="Tasks ended per minute over the last 15 minutes (minutes with some)."
+    )
 
 
 class WorkerInfo(_Wire):

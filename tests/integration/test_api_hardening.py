@@ -275,3 +275,30 @@ def test_the_legacy_routes_serve_only_what_its_client_parses(facade):
         assert added.status_code == 201, added.text
         legacy = beta.get("/resources/latest").json()
     assert set(legacy["resources"]) == {"prompt"}
+
+
+def test_a_browser_passes_its_key_as_a_websocket_subprotocol_and_never_in_the_url(facade):
+    with facade.client("alpha") as alpha:
+        job_id = alpha.post("/api/v1/jobs", json={"entrypoint": "echo from a browser"}).json()["submission_id"]
+    url = f"{facade.url.replace('http://', 'ws://')}/api/v1/jobs/{job_id}/logs/ws"
+    with ws_client.connect(url, subprotocols=["rr.logs.v1", f"rr.key.{facade.keys['alpha']}"], open_timeout=30) as ws:
+        assert ws.subprotocol == "rr.logs.v1"  # the key is never echoed back
+        frames = [json.loads(message) for message in ws]
+    assert frames[-1]["type"] == "end" and "from a browser" in "".join(f.get("data", "") for f in frames)
+    with pytest.raises(InvalidStatus) as refused:
+        ws_client.connect(url, subprotocols=["rr.logs.v1", f"rr.key.{facade.keys['beta']}"], open_timeout=30)
+    assert refused.value.response.status_code == 404
+
+
+def test_me_says_who_the_key_is(facade):
+    with facade.client("alpha-read") as reader:
+        assert reader.get("/api/v1/me").json() == {
+            "tenant": "alpha",
+            "scope": "read",
+            "key_id": facade.keys["alpha-read"].split("_")[1],
+            "cluster_admin": False,
+            "run_code": False,
+            "dev_mode": False,
+        }
+    with facade.client(None) as anonymous:
+        assert anonymous.get("/api/v1/me").status_code == 401

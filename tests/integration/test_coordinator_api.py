@@ -198,3 +198,42 @@ def test_connect_finds_the_existing_coordinator(session_coordinator, coord):
     again = rr.connect(tenant=coord.tenant)
     assert again.stats("q").counts[TaskStatus.QUEUED] == 1
     assert again.info()["pid"] == session_coordinator.info()["pid"]
+
+
+def test_a_tasks_attempts_that_ended_without_a_result_are_kept_with_their_errors(coord):
+    task_id = coord.enqueue("hist", {"n": 1}, max_attempts=3)
+    [first] = coord.claim("hist", "w1")
+    coord.fail(first.attempt_id, {"type": "ValueError", "message": "first try"})
+    wait_until(lambda: coord.claim("hist", "w2", lease_s=0.2), 30, interval_s=0.05, what="the retry")
+    wait_until(lambda: coord.get(task_id).attempts == 2 and coord.get(task_id).status == TaskStatus.QUEUED, 30,
+               what="the second lease to expire")  # fmt: skip
+    [third] = wait_until(lambda: coord.claim("hist", "w3"), 30, interval_s=0.05, what="the third claim")
+    coord.complete(third.attempt_id, "done")
+    task = coord.get(task_id)
+    assert [(a.attempt, a.worker_id, a.outcome) for a in task.history] == [(1, "w1", "failed"), (2, "w2", "expired")]
+    assert task.history[0].error.message == "first try" and task.history[1].error.type == "LeaseExpired"
+    assert task.history[0].started_at < task.history[0].ended_at and task.result == "done"
+    cancelled = coord.enqueue("hist", {"n": 2})
+    assert len(coord.claim("hist", "w4")) == 1
+    coord.cancel(cancelled)
+    assert [(a.outcome, a.error) for a in coord.get(cancelled).history] == [("cancelled", None)]
+
+
+def test_queue_stats_count_what_ended_per_minute(coord):
+    coord.enqueue_many("tput", [1, 2, 3, 4])
+    leases = coord.claim("tput", "w", max_tasks=4)
+    for lease in leases[:3]:
+        coord.complete(lease.attempt_id, "ok")
+    coord.fail(leases[3].attempt_id, "no", retryable=False)
+    [minute] = coord.stats("tput").throughput
+    assert (minute.succeeded, minute.failed) == (3, 1) and abs(minute.minute - time.time()) < 120
+
+
+def test_tasks_are_listed_by_the_resources_version_they_use(coord):
+    first = coord.resources.add({"p": PromptTemplate(template="v1 {q}")})
+    pinned = coord.enqueue("pins", {"n": 1}, resources_id=first.resources_id)
+    second = coord.resources.add({"p": PromptTemplate(template="v2 {q}")})
+    latest = coord.enqueue("pins", {"n": 2})
+    coord.claim("pins", "w", max_tasks=2)  # the unpinned one runs with the latest version
+    assert [t.id for t in coord.query(resources_id=first.resources_id).items] == [pinned]
+    assert [t.id for t in coord.query(resources_id=second.resources_id).items] == [latest]

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError as PydanticValidationError
 
 from ray_runtime.api.deps import ItemId, Reader
-from ray_runtime.api.sockets import refuse
+from ray_runtime.api.sockets import accept, refuse, socket_headers
 from ray_runtime.errors import (
     BadMessageError,
     FrameTooLargeError,
@@ -35,7 +35,6 @@ from ray_runtime.errors import (
 )
 from ray_runtime.models.agent import (
     AGENT_SUBPROTOCOL,
-    KEY_SUBPROTOCOL_PREFIX,
     MAX_FRAME_BYTES,
     Bye,
     Cancel,
@@ -64,16 +63,6 @@ async def agent_protocol(caller: Reader) -> dict[str, Any]:
     return protocol_schema()
 
 
-def _headers(websocket: WebSocket) -> dict[str, str]:
-    """The request's headers, with a key offered as a subprotocol turned into a Bearer credential."""
-    headers = dict(websocket.headers)
-    if "authorization" not in headers:
-        for offered in websocket.scope.get("subprotocols", []):
-            if offered.startswith(KEY_SUBPROTOCOL_PREFIX):
-                headers["authorization"] = f"Bearer {offered[len(KEY_SUBPROTOCOL_PREFIX) :]}"
-    return headers
-
-
 @router.websocket("/sessions/{session_id}/ws")
 async def agent_socket(
     websocket: WebSocket,
@@ -84,7 +73,7 @@ async def agent_socket(
     socket, ``bye`` when the session leaves. A read key may watch; sending takes a submit key."""
     services = websocket.app.state.services
     try:
-        caller = await services.auth.authenticate(_headers(websocket))
+        caller = await services.auth.authenticate(socket_headers(websocket))
         sessions = services.sessions_for(caller)
         session = await sessions.get(session_id)
         if session.status.value == "paused":
@@ -94,8 +83,7 @@ async def agent_socket(
     except RayRuntimeError as exc:
         await refuse(websocket, exc)
         return
-    offered = websocket.scope.get("subprotocols", [])
-    await websocket.accept(subprotocol=AGENT_SUBPROTOCOL if AGENT_SUBPROTOCOL in offered else None)
+    await accept(websocket, AGENT_SUBPROTOCOL)
     await AgentConnection(websocket, sessions, session_id, caller.scope.allows(Scope.SUBMIT), after_seq).run()
 
 

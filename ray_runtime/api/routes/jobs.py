@@ -27,7 +27,7 @@ from ray_runtime.api.jobs_access import (
 from ray_runtime.api.ray_checks import check_runtime_env
 from ray_runtime.api.services import Services
 from ray_runtime.api.settings import StreamLimits
-from ray_runtime.api.sockets import refuse
+from ray_runtime.api.sockets import LOGS_SUBPROTOCOL, accept, refuse, socket_headers
 from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import (
     BadRequestError,
@@ -277,12 +277,12 @@ async def websocket_logs(
     """The same frames as the HTTP stream, one JSON message each; the socket closes after ``end``/``limit``."""
     services: Services = websocket.app.state.services
     try:
-        caller = await services.auth.authenticate(websocket.headers)
+        caller = await services.auth.authenticate(socket_headers(websocket))
         await owned_job(services, caller, submission_id)
     except RayRuntimeError as exc:
         await refuse(websocket, exc)
         return
-    await websocket.accept()
+    await accept(websocket, LOGS_SUBPROTOCOL)
     limits = _limits(
         services, max_lines=max_lines, max_bytes=max_bytes, max_messages=max_messages, max_message_size=max_message_size
     )

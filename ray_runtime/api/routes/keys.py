@@ -8,16 +8,22 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from ray_runtime.api.deps import Admin, ServicesDep
+from ray_runtime.api.deps import Admin, Reader, ServicesDep
 from ray_runtime.checks import NAME
 from ray_runtime.errors import NotFoundError, PermissionDeniedError
 from ray_runtime.keys import KEYS_NAMESPACE, StoredKey, new_key
-from ray_runtime.models.api import ApiKey, KeyCreated, KeyCreateRequest
+from ray_runtime.models.api import ApiKey, KeyCreated, KeyCreateRequest, Me
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/api/v1", tags=["keys"])
 
 
-@router.post("", status_code=201)
+@router.get("/me")
+async def me(caller: Reader, services: ServicesDep) -> Me:
+    """Who the key is: its tenant, scope and grants (the console shows what the key may do)."""
+    return Me(**caller.model_dump(), dev_mode=services.dev_mode)
+
+
+@router.post("/keys", status_code=201)
 async def create(body: KeyCreateRequest, caller: Admin, services: ServicesDep) -> KeyCreated:
     """A new key; the key is in this response only."""
     if body.tenant != caller.tenant and not caller.cluster_admin:
@@ -29,7 +35,7 @@ async def create(body: KeyCreateRequest, caller: Admin, services: ServicesDep) -
     return KeyCreated(key=key, info=record.info())
 
 
-@router.get("")
+@router.get("/keys")
 async def list_keys(caller: Admin, services: ServicesDep) -> list[ApiKey]:
     """Your tenant's keys (a cluster admin's listing has every tenant's)."""
     records = await services.coordinator.kv.items(KEYS_NAMESPACE)
@@ -37,7 +43,7 @@ async def list_keys(caller: Admin, services: ServicesDep) -> list[ApiKey]:
     return [key for key in keys if key.tenant == caller.tenant or caller.cluster_admin]
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete("/keys/{key_id}", status_code=204)
 async def revoke(key_id: str, caller: Admin, services: ServicesDep) -> Response:
     """Revoke a key; it stops working within the façade's key cache time."""
     raw = await services.coordinator.kv.get(KEYS_NAMESPACE, key_id) if NAME.matches(key_id) else None

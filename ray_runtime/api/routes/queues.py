@@ -107,9 +107,13 @@ async def query_tasks(
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    resources_id: Annotated[
+        str | None, Query(description="Tasks pinned to this resources version, or whose latest attempt used it.")
+    ] = None,
 ) -> TaskPage:
     """Tasks in creation order; pass ``next_cursor`` for the next page."""
-    return await services.coordinator_for(caller).query(queue=queue, status=status, limit=limit, cursor=cursor)
+    coord = services.coordinator_for(caller)
+    return await coord.query(queue=queue, status=status, limit=limit, cursor=cursor, resources_id=resources_id)
 
 
 @router.post("/tasks/{task_id}/cancel")

@@ -30,7 +30,7 @@ from ray_runtime.api.deps import CodeRunner, Reader, ServicesDep, SubmissionId, 
 from ray_runtime.api.jobs_access import admit_job, owned_job, scoped_metadata, visible_jobs
 from ray_runtime.api.ray_checks import check_runtime_env
 from ray_runtime.api.services import Services
-from ray_runtime.api.sockets import refuse
+from ray_runtime.api.sockets import LOGS_SUBPROTOCOL, accept, refuse, socket_headers
 from ray_runtime.checks import ID
 from ray_runtime.config import BOUND_TENANT_ENV
 from ray_runtime.errors import BadRequestError, PayloadTooLargeError, RayRuntimeError
@@ -175,12 +175,12 @@ async def tail(websocket: WebSocket, job_id: str) -> None:
     """Ray's log tail (text messages until the job ends), served from the façade's fast log follower."""
     services: Services = websocket.app.state.services
     try:
-        caller = await services.auth.authenticate(websocket.headers)
+        caller = await services.auth.authenticate(socket_headers(websocket))
         submission_id = (await owned_job(services, caller, job_id))["submission_id"]
     except RayRuntimeError as exc:
         await refuse(websocket, exc)
         return
-    await websocket.accept()
+    await accept(websocket, LOGS_SUBPROTOCOL)
     try:
         async for frame in services.logs.follow(submission_id, 0, services.settings.stream_limits):
             if frame.type == "lines":
