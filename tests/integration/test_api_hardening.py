@@ -302,3 +302,10 @@ def test_me_says_who_the_key_is(facade):
         }
     with facade.client(None) as anonymous:
         assert anonymous.get("/api/v1/me").status_code == 401
+
+
+def test_a_wrong_method_is_a_405_that_names_the_right_one(facade):
+    with facade.client("alpha") as alpha:
+        reply = alpha.request("OPTIONS", "/api/v1/tasks/wait")
+        assert reply.status_code == 405 and "POST" in reply.headers["allow"]
+        assert reply.json()["error"]["code"]

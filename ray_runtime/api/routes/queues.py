@@ -94,6 +94,14 @@ async def fail(attempt_id: str, body: FailRequest, caller: Submitter, services: 
     return await services.coordinator_for(caller).fail(attempt_id, body.error, retryable=body.retryable)
 
 
+@router.post("/tasks/wait")
+async def wait(body: WaitRequest, caller: Reader, services: ServicesDep) -> WaitResult:
+    """Return when all (or the first) of the tasks end, or after ``timeout_s``."""
+    return await services.coordinator_for(caller).wait(
+        body.task_ids, timeout_s=body.timeout_s, return_when=body.return_when
+    )
+
+
 @router.get("/tasks/{task_id}")
 async def get_task(task_id: str, caller: Reader, services: ServicesDep) -> Task:
     return await services.coordinator_for(caller).get(task_id)
@@ -124,14 +132,6 @@ async def cancel(task_id: str, caller: Submitter, services: ServicesDep) -> Task
 @router.post("/tasks/{task_id}/retry")
 async def retry(task_id: str, caller: Submitter, services: ServicesDep) -> Task:
     return await services.coordinator_for(caller).retry(task_id)
-
-
-@router.post("/tasks/wait")
-async def wait(body: WaitRequest, caller: Reader, services: ServicesDep) -> WaitResult:
-    """Return when all (or the first) of the tasks end, or after ``timeout_s``."""
-    return await services.coordinator_for(caller).wait(
-        body.task_ids, timeout_s=body.timeout_s, return_when=body.return_when
-    )
 
 
 @router.get("/workers")
