@@ -7,14 +7,13 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 
 from ray_runtime._twins import awaitable as _awaitable
 from ray_runtime._twins import blocking as _blocking
 from ray_runtime._version import __version__
-from ray_runtime.client._calls import Calls
+from ray_runtime.client._calls import Calls, _segment
 from ray_runtime.client._http import (
     ClientConfig,
     Request,
@@ -92,9 +91,13 @@ class _Base(Calls, SessionCalls):
             headers[TENANT_HEADER] = self.tenant
         return headers
 
+    def ws_base(self) -> str:
+        """The façade's URL for WebSockets (``ws://`` or ``wss://``)."""
+        return self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+
     def _ws_url(self, tail: LogTail) -> str:
         query = "&".join(f"{key}={value}" for key, value in tail.params().items())
-        return f"{self.base_url.replace('http://', 'ws://', 1).replace('https://', 'wss://', 1)}{tail.path()}?{query}"
+        return f"{self.ws_base()}{tail.path()}?{query}"
 
     def _build_with(self, http: httpx.Client | httpx.AsyncClient) -> Callable[[Request[Any]], httpx.Request]:
         def build(request: Request[Any]) -> httpx.Request:
@@ -113,7 +116,7 @@ class _Base(Calls, SessionCalls):
         """The arguments of ``http.stream`` for one streamed turn (NDJSON; never repeated)."""
         return {
             "method": "POST",
-            "url": f"/api/v1/sessions/{quote(session_id, safe='')}/invoke",
+            "url": f"/api/v1/sessions/{_segment(session_id)}/invoke",
             "json": turn_body(request),
             "headers": {"accept": _NDJSON},
             "timeout": self.config.timeout(TURN_TIMEOUT_S),

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
-from pydantic import TypeAdapter
-
+from ray_runtime.client._calls import _segment, _typed
 from ray_runtime.client._http import Request
 from ray_runtime.models.sessions import Invocation, Session, SessionPage, Template, TurnRecord, TurnRequest
 
 __all__ = ["TURN_TIMEOUT_S", "SessionCalls", "turn_body"]
 
 TURN_TIMEOUT_S = 3600.0  # how much longer than a plain call a turn's answer may take
-
-
-def _typed(kind: Any) -> Callable[[httpx.Response], Any]:
-    adapter = TypeAdapter(kind)
-    return lambda response: adapter.validate_json(response.content)
-
-
-def _segment(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(str(value), safe="")
 
 
 def turn_body(request: Any) -> dict[str, Any]:

@@ -25,8 +25,8 @@ import threading
 import uuid
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
+from ray_runtime.client._calls import _segment
 from ray_runtime.client._http import ReconnectBudget, Sleep, handshake_errors, next_step
 from ray_runtime.errors import (
     BadRequestError,
@@ -40,6 +40,7 @@ from ray_runtime.errors import (
 from ray_runtime.models.agent import (
     AGENT_SUBPROTOCOL,
     MAX_FRAME_BYTES,
+    REPLAYED_TYPES,
     AgentEvent,
     Bye,
     Cancel,
@@ -48,6 +49,7 @@ from ray_runtime.models.agent import (
     Event,
     Status,
     UserMessage,
+    error_of,
     frame,
     server_message_adapter,
 )
@@ -59,7 +61,6 @@ __all__ = ["AgentSocket", "AsyncAgentSocket", "AsyncResponseIterator", "Response
 
 logger = logging.getLogger(__name__)
 NEXT_FRAME, OPEN = "next frame", "open"  # what the flow asks its driver for
-_TURN_MESSAGES = frozenset({"event", "end", "error"})
 _RESUMING_BYES = frozenset({"server_shutdown", "unloaded"})  # the session lives on: connect again
 Callback = Callable[[Any], None] | None
 
@@ -100,7 +101,7 @@ class SocketState:
         self.on_status, self.on_bye, self.on_message = on_status, on_bye, on_message
 
     def path(self) -> str:
-        return f"/api/v1/sessions/{quote(self.session_id, safe='')}/ws?after_seq={self.last_seq}"
+        return f"/api/v1/sessions/{_segment(self.session_id)}/ws?after_seq={self.last_seq}"
 
     def start(self, text: str | None, data: Any, turn_id: str | None, sink: Any) -> tuple[str, str]:
         """A new turn of this socket: its id and the frame to send."""
@@ -130,7 +131,7 @@ class SocketState:
             raise from_wire(raw, int(raw["status"]))
         message = server_message_adapter.validate_python(raw)
         self.budget.heard()
-        if message.type in _TURN_MESSAGES and message.seq > 0:
+        if message.type in REPLAYED_TYPES and message.seq > 0:
             if message.seq <= self.last_seq:
                 return  # replayed after a reconnect, and seen before it
             self.last_seq = message.seq
@@ -144,7 +145,7 @@ class SocketState:
             return
         turn_id = getattr(message, "turn_id", None)
         with self._lock:
-            found = self._turns.get(turn_id) if message.type in _TURN_MESSAGES and turn_id else None
+            found = self._turns.get(turn_id) if message.type in REPLAYED_TYPES and turn_id else None
             if found is not None and message.type != "event":
                 del self._turns[turn_id]
         if found is None:
@@ -256,7 +257,7 @@ class _Reply:
             self.end = item
             return None
         assert isinstance(item, Error)
-        raise from_wire({"error": {"code": item.code, "message": item.message, "details": item.details}}, 500)
+        raise error_of(item)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.turn_id!r}, {self.status}, {len(self.events)} events)"
@@ -343,8 +344,7 @@ class _SocketBase:
         return self.state.last_seq
 
     def _url(self) -> str:
-        base = self._client.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        return base + self.state.path()
+        return self._client.ws_base() + self.state.path()
 
     def _connect_options(self) -> dict[str, Any]:
         return {

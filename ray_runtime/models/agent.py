@@ -23,6 +23,7 @@ __all__ = [
     "KEY_SUBPROTOCOL_PREFIX",
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "REPLAYED_TYPES",
     "AgentEvent",
     "Bye",
     "Cancel",
@@ -42,6 +43,7 @@ __all__ = [
     "UserMessage",
     "agent_event_adapter",
     "client_message_adapter",
+    "error_of",
     "frame",
     "protocol_schema",
     "read_message",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = "1.0"
+REPLAYED_TYPES = frozenset({"event", "end", "error"})  # a turn's messages: replayed by seq, deduplicated by clients
 AGENT_SUBPROTOCOL = "rr.agent.v1"  # the WebSocket subprotocol the server answers with
 KEY_SUBPROTOCOL_PREFIX = "rr.key."  # a browser's key, offered as the subprotocol rr.key.<key> (never in the URL)
 MAX_FRAME_BYTES = 1 << 20  # a bigger frame (either way) gets an error, and the socket stays open
@@ -217,11 +220,17 @@ def frame(message: BaseModel) -> str:
     return json.dumps(message.model_dump(mode="json", exclude_none=True), separators=(",", ":"))
 
 
-def read_message(raw: dict[str, Any]) -> Status | Event | End | Error | Bye | Pong:
-    """A server message as its model; an ``error`` message raises its typed error instead (``InvocationError``
-    when the agent raised, ``HostLostError`` when its host went away, ...)."""
-    if raw.get("type") == "error":
-        from ray_runtime.errors import from_wire
+def error_of(message: Error | dict[str, Any]) -> Exception:
+    """The typed error an ``error`` message stands for (``InvocationError`` when the agent raised,
+    ``HostLostError`` when its host went away, ...)."""
+    from ray_runtime.errors import from_wire
 
-        raise from_wire({"error": {k: raw[k] for k in ("code", "message", "details") if k in raw}}, 500)
+    raw = message.model_dump() if isinstance(message, Error) else message
+    return from_wire({"error": {k: raw[k] for k in ("code", "message", "details") if k in raw}}, 500)
+
+
+def read_message(raw: dict[str, Any]) -> Status | Event | End | Error | Bye | Pong:
+    """A server message as its model; an ``error`` message raises its typed error instead."""
+    if raw.get("type") == "error":
+        raise error_of(raw)
     return server_message_adapter.validate_python(raw)

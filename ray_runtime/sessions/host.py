@@ -170,7 +170,7 @@ class SessionHost:
         async with live.lock:
             blob = await self._snapshot(live)
             live.publish(Bye(seq=0, reason=reason))  # type: ignore[arg-type]
-            await self._flush(live)
+            await self.flush(live.id)
             wire = await self.registry.rest(session_id, status, blob, live.seq, cause)
             self._leave(live)
         return wire
@@ -188,19 +188,9 @@ class SessionHost:
             if live.turn is not None:
                 live.turn.cancel()
             live.publish(Bye(seq=0, reason="idle_timeout" if cause == "idle_timeout" else "closed"))  # type: ignore[arg-type]
-            await self._flush(live)
+            await self.flush(live.id)
             self._leave(live)
         return await self.registry.close(session_id, cause)
-
-    async def _flush(self, live: _Live) -> None:
-        """Report a leaving session's counters and turns now, before the registry hears it left."""
-        self._report(live)
-        reports = [r for r in self._pending if r[0] == live.id]
-        turns = [t for t in self._turns if t[0] == live.id]
-        self._pending = [r for r in self._pending if r[0] != live.id]
-        self._turns = [t for t in self._turns if t[0] != live.id]
-        if reports or turns:
-            await self.registry.report(reports, turns)
 
     def _leave(self, live: _Live) -> None:
         self._sessions.pop(live.id, None)
@@ -418,12 +408,18 @@ class SessionHost:
             live.invocations = live.tokens = 0
             live.reported_seq = live.seq
 
-    async def flush(self) -> None:
-        """Report what is not reported yet (counters, transcript turns) now; kept for the next try if it fails."""
+    async def flush(self, session_id: str | None = None) -> None:
+        """Report what is not reported yet (counters, transcript turns) now: every session's, or one leaving
+        session's (before the registry hears it left); kept for the next try if it fails."""
+
+        def chosen(row: tuple[Any, ...]) -> bool:
+            return session_id is None or row[0] == session_id
+
         for live in self._sessions.values():
-            self._report(live)
-        reports, self._pending = self._pending, []
-        turns, self._turns = self._turns, []
+            if session_id is None or live.id == session_id:
+                self._report(live)
+        reports, self._pending = [r for r in self._pending if chosen(r)], [r for r in self._pending if not chosen(r)]
+        turns, self._turns = [t for t in self._turns if chosen(t)], [t for t in self._turns if not chosen(t)]
         if reports or turns:
             try:
                 await self.registry.report(reports, turns)

@@ -36,6 +36,7 @@ from ray_runtime.errors import (
 from ray_runtime.models.agent import (
     AGENT_SUBPROTOCOL,
     MAX_FRAME_BYTES,
+    REPLAYED_TYPES,
     Bye,
     Cancel,
     Error,
@@ -54,7 +55,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["sessions"])
 logger = logging.getLogger(__name__)
 _RESUBSCRIBE_TRIES = 3  # the session's host went away: follow it to its next one this many times
-_REPLAYED = frozenset({"event", "end", "error"})
 
 
 @router.get("/protocol/agent")
@@ -125,7 +125,7 @@ class AgentConnection:
         for attempt in range(_RESUBSCRIBE_TRIES):
             try:
                 async for body in self.sessions.subscribe(self.session_id, self.after_seq):
-                    if body["type"] in _REPLAYED and body.get("seq", 0) > self.after_seq:
+                    if body["type"] in REPLAYED_TYPES and body.get("seq", 0) > self.after_seq:
                         self.after_seq = body["seq"]
                     await self._send(json.dumps(body, separators=(",", ":")))
                     if body["type"] == "bye":
