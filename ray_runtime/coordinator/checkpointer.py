@@ -3,14 +3,14 @@ appends.
 
 Folding is pure Python (decoding change sets, merging rows) plus SQLite writes. Inside the coordinator it competed
 for the interpreter lock with every call, so under load it cost a third of the coordinator's CPU and stretched call
-latency. In its own process it costs the coordinator nothing but the moments SQLite's write lock is held by a slice
-(sized by rows to about ``SLICE_TARGET_S``); appends wait for it through SQLite's busy timeout.
+latency. In its own process, reading log files the coordinator appends to and writing a database only it writes, it
+shares no lock with the coordinator; it runs at a lower CPU priority, so on a busy machine calls come first.
 
 One checkpointer per journal, ever: a lock file (``<journal>.checkpointer.lock``, ``flock``) makes a new one wait
 for an old one to go (two folding the same log could write an older fold over a newer one). It ends with the
 coordinator that started it (the kernel's parent-death signal, and a check of the parent each round).
 
-    python -m ray_runtime.coordinator.checkpointer JOURNAL --parent PID [--interval 1.0]
+    python -m ray_runtime.coordinator.checkpointer JOURNAL --parent PID [--interval 1.0] [--synchronous FULL]
 """
 
 from __future__ import annotations
@@ -33,27 +33,21 @@ from ray_runtime.coordinator.journal import SQLiteJournal
 __all__ = ["Checkpointer", "main", "start"]
 
 logger = logging.getLogger("ray_runtime.checkpointer")
-SLICE_TARGET_S = 0.01  # how long one slice may hold the journal's write lock
-SLICE_ROWS_MIN, SLICE_ROWS_MAX = 100, 50_000
+SLICE_ROWS = 50_000  # rows folded in memory before they are written: bounds the checkpointer's memory
+NICENESS = 5  # below the coordinator's CPU priority, not so far that a busy machine starves the fold
 
 
 class Checkpointer:
-    """Folds a journal's log into its snapshot, slice by slice, each slice sized to hold the writer briefly."""
+    """Folds a journal's log into its snapshot, slice by slice."""
 
     def __init__(self, journal: SQLiteJournal) -> None:
         self.journal = journal
-        self.slice_rows = 2_000
 
     def run_once(self) -> int:
         """Fold everything the log holds now; how many change sets."""
         folded = 0
-        while (piece := self.journal.fold_slice(max_rows=self.slice_rows, max_change_sets=10_000)) is not None:
-            started = time.perf_counter()
+        while (piece := self.journal.fold_slice(max_rows=SLICE_ROWS, max_change_sets=1 << 30)) is not None:
             folded += self.journal.apply_slice(piece)
-            held = time.perf_counter() - started
-            if piece.rows >= self.slice_rows:  # a full slice: size the next one by how long this one held
-                scaled = int(self.slice_rows * SLICE_TARGET_S / max(held, 1e-4))
-                self.slice_rows = min(SLICE_ROWS_MAX, max(SLICE_ROWS_MIN, scaled))
         return folded
 
 
@@ -78,11 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("journal", type=Path)
     parser.add_argument("--parent", type=int, required=True, help="End when this process (the coordinator) ends.")
     parser.add_argument("--interval", type=float, default=1.0, help="Seconds between checkpoints.")
+    parser.add_argument("--synchronous", default="NORMAL", help="The journal's synchronous setting.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s checkpointer: %(message)s")
     _die_with(args.parent)
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     with _only_one(args.journal):
-        journal = SQLiteJournal(args.journal)
+        journal = SQLiteJournal(args.journal, synchronous=args.synchronous)
         checkpointer = Checkpointer(journal)
         while os.getppid() == args.parent:
             try:
@@ -93,14 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         journal.close()
 
 
-def start(journal_path: Path, interval_s: float) -> subprocess.Popen[bytes]:
+def start(journal_path: Path, interval_s: float, synchronous: str = "NORMAL") -> subprocess.Popen[bytes]:
     """Start the checkpointer of a journal, as a child of this process."""
     import ray_runtime
 
     home = str(Path(ray_runtime.__file__).resolve().parent.parent)  # also where a shipped copy of ray_runtime is
     path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "ray_runtime.coordinator.checkpointer", str(journal_path)]
-    command += ["--parent", str(os.getpid()), "--interval", str(interval_s)]
+    command += ["--parent", str(os.getpid()), "--interval", str(interval_s), "--synchronous", synchronous]
     return subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path}, stdin=subprocess.DEVNULL)
 
 

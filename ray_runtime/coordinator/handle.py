@@ -90,9 +90,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)  # one, not one per call
+
+
 def _to_json(field_name: str, value: Any) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(field_name, f"is not JSON-serialisable ({exc})") from None
 
@@ -102,16 +105,14 @@ def _from_json(text: str | None) -> Any:
 
 
 def _decoded(wire: dict[str, Any]) -> dict[str, Any]:
-    """A task as the actor sent it, with its JSON payloads parsed."""
-    error = wire["error"]
-    return {
-        **wire,
-        "input": json.loads(wire["input"]),
-        "metadata": _from_json(wire["metadata"]),
-        "result": _from_json(wire["result"]),
-        "error": None if error is None else json.loads(error),
-        "history": _from_json(wire.get("history")) or [],
-    }
+    """A task as the actor sent it (a dict of the call's answer, changed in place), its JSON payloads parsed."""
+    wire["input"] = json.loads(wire["input"])
+    for name in ("metadata", "result", "error"):
+        if wire[name] is not None:
+            wire[name] = json.loads(wire[name])
+    history = wire.get("history")
+    wire["history"] = json.loads(history) if history else []
+    return wire
 
 
 def _task(wire: dict[str, Any]) -> Task:
@@ -119,14 +120,17 @@ def _task(wire: dict[str, Any]) -> Task:
 
 
 def _lease(wire: dict[str, Any]) -> Lease:
-    return Lease.model_validate({**wire, "task": _decoded(wire["task"])})
+    _decoded(wire["task"])
+    return Lease.model_validate(wire)
 
 
 _LEASES: TypeAdapter[list[Lease]] = TypeAdapter(list[Lease])
 
 
 def _leases(wires: list[dict[str, Any]]) -> list[Lease]:
-    return _LEASES.validate_python([{**w, "task": _decoded(w["task"])} for w in wires])
+    for wire in wires:
+        _decoded(wire["task"])
+    return _LEASES.validate_python(wires)
 
 
 def _resources_update(wire: dict[str, Any]) -> ResourcesUpdate:

@@ -1,19 +1,21 @@
 """Durability for the coordinator: every change is written here before the call that made it is answered.
 
-The SQLite journal has two parts:
+The durable journal has two parts:
 
-* the **log**: one row per change set, appended in one cheap transaction (the rows of every task the change
-  touched, marshalled into a blob). This is all a call waits for.
-* the **snapshot**: one row per task, payload and resources version, in ordinary tables. A checkpoint folds the
-  log into it in the background, writing each task once however many times it changed in between, then drops
-  the folded log rows. It reads and folds a slice of the log on a connection of its own (WAL readers never block
-  the writer), and only the slice's writes hold the writer: slices are bounded by rows, so no append waits long.
+* the **log** (:mod:`~ray_runtime.coordinator.changelog`): one record per change set (the rows of every task the
+  change touched, marshalled), appended to a plain file with one ``write``. This is all a call waits for, and it
+  shares no lock with anything.
+* the **snapshot**: a SQLite database with one row per task, payload and resources version, in ordinary tables,
+  and the log position it holds everything up to. A checkpoint (the checkpointer process) folds the log into it,
+  writing each task once however many times it changed in between, moves that position in the same transaction,
+  then deletes the log segments it has passed. Only the checkpointer writes the snapshot.
 
-Replay reads the snapshot and folds the remaining log over it, so a restart never re-executes history.
+Replay reads the snapshot and folds the log after its position over it, so a restart never re-executes history.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import marshal
 import sqlite3
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
+from ray_runtime.coordinator.changelog import ChangeLog, Position
 from ray_runtime.coordinator.sessions import TURNS_KEPT
 from ray_runtime.coordinator.state import (
     TASK_ROW_FIELDS,
@@ -37,23 +40,25 @@ __all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJ
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What each version added; a journal of an older version is brought up to date when it is opened. The tables are
-# created with IF NOT EXISTS above, so a migration only has to say what else changes (nothing, so far).
+# created with IF NOT EXISTS above, so a migration only has to say what else changes.
 _MIGRATIONS: dict[int, str] = {
     2: "",  # sessions and their transcripts (the tables of _SCHEMA)
     3: "ALTER TABLE tasks ADD COLUMN history TEXT;",  # a task's ended attempts
+    4: "",  # the log moved out of the database into segment files; the old log table is folded and dropped
 }
 _STATUS = {s.value: s for s in TaskStatus}
 _RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))  # the snapshot's task columns, in this order
 _PAYLOAD_AT = _RECORD_FIELDS.index("input")  # input and metadata sit side by side in TaskRecord
 _STATUS_AT = _RECORD_FIELDS.index("status")
 _ROW_LENGTH = len(TASK_ROW_FIELDS)
-_BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another connection's (the checkpointer's) to end
+_BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another connection's to end (a migration's)
+_START = Position(0, 0)  # the position of a journal nothing was folded from yet
+_LOAD_ATTEMPTS = 100
 _RESOURCE_COLUMNS = "id, tenant, version, created_at, body"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     {", ".join(_RECORD_FIELDS)}, PRIMARY KEY (id), CHECK (input IS NOT NULL)
 ) WITHOUT ROWID;
@@ -119,12 +124,11 @@ class Journal:
 
     def fold_slice(self, *, max_rows: int = 1 << 30, max_change_sets: int = 256) -> Slice | None:
         """The oldest log entries folded together, up to ``max_rows`` rows or ``max_change_sets`` entries (at least
-        one); None when the log is empty or the journal does not compact. Needs no writer lock."""
+        one); None when nothing is left to fold or the journal does not compact."""
         return None
 
     def apply_slice(self, piece: Slice) -> int:
-        """Write a folded slice into the snapshot and drop its log entries, atomically; how many entries. Call
-        with the writer lock: it is the only part of a checkpoint that makes appends wait."""
+        """Write a folded slice into the snapshot and move past its log entries, atomically; how many entries."""
         return 0
 
     def close(self) -> None:
@@ -163,7 +167,7 @@ class Slice(NamedTuple):
     """Log entries folded together, ready to write into the snapshot."""
 
     fold: _Fold
-    last_seq: int
+    end: Position  # where the log continues after the slice
     entries: int
     rows: int
 
@@ -300,36 +304,40 @@ def _with_update(row: tuple[Any, ...], update: tuple[Any, ...]) -> tuple[Any, ..
 
 
 class SQLiteJournal(Journal):
-    """A SQLite database in WAL mode: an append-only log of change sets, folded into a snapshot by checkpoints.
+    """A log of change sets in segment files beside a SQLite snapshot (WAL mode) that checkpoints fold it into.
 
-    ``synchronous="NORMAL"`` survives a kill of the process (the WAL is in the OS's hands when commit returns);
-    ``"FULL"`` also survives power loss, at the price of an fsync per commit.
+    ``synchronous="NORMAL"`` survives a kill of the process (a log record is in the OS's hands when the append
+    returns); ``"FULL"`` also survives power loss, at the price of an ``fsync`` per append (and per checkpoint).
+    The log lives in ``<path>-log/``.
     """
 
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL", copies_wal: bool = True) -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
         """
         Args:
-            path: The database file.
+            path: The snapshot database file.
             synchronous: ``NORMAL`` (survives a kill) or ``FULL`` (also power loss).
-            copies_wal: Whether commits on this connection copy the write-ahead log into the database file when
-                it has grown (SQLite's auto-checkpoint, with an fsync). The coordinator leaves that to its
-                checkpointer process, so its own commits never stall on it.
         """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.capabilities = JournalCapabilities(durable=True, survives_power_loss=synchronous == "FULL")
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         pragmas = ("journal_mode=WAL", f"synchronous={synchronous}", "cache_size=-65536", "temp_store=MEMORY")
-        for pragma in (*pragmas, f"busy_timeout={_BUSY_TIMEOUT_MS}", f"wal_autocheckpoint={1000 if copies_wal else 0}"):
+        for pragma in (*pragmas, f"busy_timeout={_BUSY_TIMEOUT_MS}"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
         self._check_schema()
-        self._reader: sqlite3.Connection | None = None  # the checkpoint's own connection, for reading the log
+        self._folded = self._folded_position()
+        self.log = ChangeLog(Path(f"{self.path}-log"), sync=synchronous == "FULL", after=self._folded.segment)
 
     @property
     def backlog(self) -> int:
-        """Change sets in the log, not yet folded into the snapshot."""
-        return self._db.execute("SELECT count(*) FROM log").fetchone()[0]
+        """Bytes of log not yet folded into the snapshot (what a replay would read after the snapshot)."""
+        return self.log.unread_bytes(self._folded_position())
+
+    def _folded_position(self) -> Position:
+        """How far the snapshot holds the log (as of this connection's current view)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'folded'").fetchone()
+        return _START if row is None else Position.parse(row[0])
 
     def _check_schema(self) -> None:
         """Stamp a new journal; bring an older one up to date (its data stays as it is); refuse a newer one."""
@@ -345,61 +353,80 @@ class SQLiteJournal(Journal):
             )
         if found < SCHEMA_VERSION:
             self._db.execute("BEGIN IMMEDIATE")
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
-                    self._db.execute(statement)  # not executescript: it would commit the open transaction
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            try:
+                for version in range(found + 1, SCHEMA_VERSION + 1):
+                    for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                        self._db.execute(statement)  # not executescript: it would commit the open transaction
+                self._fold_log_table()
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
             logger.info("journal %s migrated from schema %d to %d", self.path, found, SCHEMA_VERSION)
 
+    def _fold_log_table(self) -> None:
+        """Fold the log table of a journal from before schema 4 into the snapshot, and drop it."""
+        db = self._db
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'").fetchone() is None:
+            return
+        fold = _Fold()
+        for (body,) in db.execute("SELECT body FROM log ORDER BY seq"):
+            fold.add(body)
+        self._write_fold(fold)
+        db.execute("DROP TABLE log")
+
     def write(self, changes: ChangeSet) -> None:
         if changes:
-            self._db.execute("INSERT INTO log (body) VALUES (?)", (_encode(changes),))
+            self.log.append(_encode(changes))
 
     def fold_slice(self, *, max_rows: int = 1 << 30, max_change_sets: int = 256) -> Slice | None:
-        if self._reader is None:
-            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._reader.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        fold, last_seq, entries, rows = _Fold(), 0, 0, 0
-        for seq, body in self._reader.execute("SELECT seq, body FROM log ORDER BY seq LIMIT ?", (max_change_sets,)):
-            rows += fold.add(body)
-            last_seq, entries = seq, entries + 1
-            if rows >= max_rows:
-                break
-        return Slice(fold, last_seq, entries, rows) if entries else None
+        start = self._folded
+        fold, end, entries, rows = _Fold(), start, 0, 0
+        with contextlib.closing(self.log.read(start)) as records:
+            for record in records:
+                end = record.end
+                if record.body is not None:
+                    rows += fold.add(record.body)
+                    entries += 1
+                    if rows >= max_rows or entries >= max_change_sets:
+                        break
+        return None if end == start else Slice(fold, end, entries, rows)
 
     def apply_slice(self, piece: Slice) -> int:
-        fold, db = piece.fold, self._db
+        db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(_INSERT_TASK, fold.created.values())
-            db.executemany(_UPDATE_TASK, [(*row[1:], row[0]) for row in fold.updated.values()])
-            db.executemany("DELETE FROM tasks WHERE id = ?", [(task_id,) for task_id in fold.deleted])
-            db.executemany(
-                f"INSERT OR REPLACE INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                fold.resources.values(),
-            )
-            db.executemany("DELETE FROM resources WHERE id = ?", [(i,) for i in fold.resources_deleted])
-            db.executemany("INSERT OR REPLACE INTO runs (id, tenant, data) VALUES (?, ?, ?)", fold.runs.values())
-            db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in fold.runs_deleted])
-            db.executemany(
-                "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
-                [(ns, key, value) for (ns, key), value in fold.kv.items() if value is not None],
-            )
-            db.executemany(
-                "DELETE FROM kv WHERE namespace = ? AND key = ?",
-                [(ns, key) for (ns, key), value in fold.kv.items() if value is None],
-            )
-            self._fold_sessions(fold)
-            db.execute("DELETE FROM log WHERE seq <= ?", (piece.last_seq,))
+            self._write_fold(piece.fold)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('folded', ?)", (str(piece.end),))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self._folded = piece.end
+        self.log.drop_before(piece.end.segment)  # the snapshot holds them now
         return piece.entries
 
-    def _fold_sessions(self, fold: _Fold) -> None:
+    def _write_fold(self, fold: _Fold) -> None:
+        """Write folded change sets into the snapshot's tables (in the caller's transaction)."""
         db = self._db
+        db.executemany(_INSERT_TASK, fold.created.values())
+        db.executemany(_UPDATE_TASK, [(*row[1:], row[0]) for row in fold.updated.values()])
+        db.executemany("DELETE FROM tasks WHERE id = ?", [(task_id,) for task_id in fold.deleted])
+        db.executemany(
+            f"INSERT OR REPLACE INTO resources ({_RESOURCE_COLUMNS}) VALUES (?, ?, ?, ?, ?)", fold.resources.values()
+        )
+        db.executemany("DELETE FROM resources WHERE id = ?", [(i,) for i in fold.resources_deleted])
+        db.executemany("INSERT OR REPLACE INTO runs (id, tenant, data) VALUES (?, ?, ?)", fold.runs.values())
+        db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in fold.runs_deleted])
+        db.executemany(
+            "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
+            [(ns, key, value) for (ns, key), value in fold.kv.items() if value is not None],
+        )
+        db.executemany(
+            "DELETE FROM kv WHERE namespace = ? AND key = ?",
+            [(ns, key) for (ns, key), value in fold.kv.items() if value is None],
+        )
         db.executemany("INSERT OR REPLACE INTO sessions (id, tenant, data) VALUES (?, ?, ?)", fold.sessions.values())
         gone = [(session_id,) for session_id in fold.sessions_deleted]
         db.executemany("DELETE FROM sessions WHERE id = ?", gone)
@@ -412,13 +439,26 @@ class SQLiteJournal(Journal):
         )
 
     def load(self) -> Replay:
+        for _ in range(_LOAD_ATTEMPTS):
+            replay, folded = self._read_all()
+            if self._folded_position() == folded:
+                self._folded = folded
+                return replay
+            # A checkpointer (of a previous coordinator, on its way out) folded past where the read began and may
+            # have deleted segments it read from: read again from the new position.
+        raise RuntimeError(f"journal {self.path} kept moving while it was read; is another coordinator running?")
+
+    def _read_all(self) -> tuple[Replay, Position]:
+        """The snapshot and the log after it, and the position they were read at."""
         db = self._db
-        db.execute("BEGIN")  # one read snapshot: a checkpointer folding meanwhile cannot move rows between reads
+        db.execute("BEGIN")  # one read snapshot of the database: its tables agree with its position
         try:
+            folded = self._folded_position()
             fold = _Fold()
-            for (body,) in db.execute("SELECT body FROM log ORDER BY seq"):
-                fold.add(body)
-            return Replay(
+            for body, _ in self.log.read(folded):
+                if body is not None:
+                    fold.add(body)
+            replay = Replay(
                 list(self._tasks(fold)),
                 _resources(db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"), fold),
                 _runs(db.execute("SELECT id, tenant, data FROM runs"), fold),
@@ -428,6 +468,7 @@ class SQLiteJournal(Journal):
             )
         finally:
             db.execute("COMMIT")
+        return replay, folded
 
     def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:
         rows = self._db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks")
@@ -443,6 +484,5 @@ class SQLiteJournal(Journal):
         yield from map(_record, fold.created.values())  # created since the last checkpoint
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
+        self.log.close()
         self._db.close()

@@ -20,9 +20,10 @@ from ..waiting import wait_until
 
 @pytest.fixture
 def own_coordinator(ray_cluster):
-    """A coordinator of this test alone (its own actor and journal), removed afterwards."""
+    """A coordinator of this test alone (its own actor and journal), removed afterwards. Its checkpointer folds
+    every 50 ms, so kills land while it folds, and a new coordinator replays while the old one's checkpointer ends."""
     name = f"faults-{uuid.uuid4().hex[:8]}"
-    coord = rr.connect(name=name, **SESSION_SETTINGS)
+    coord = rr.connect(name=name, **SESSION_SETTINGS, checkpoint_interval_s=0.05)
     yield coord
     ray.kill(coord.actor, no_restart=True)
 
