@@ -113,6 +113,49 @@ class _Waiter:
             self.wakeup.notify()
 
 
+class _Wakeups:
+    """Who sleeps on what: claims until a queue has tasks, ``wait`` calls until tasks finish. The state calls
+    :meth:`queue_ready` and :meth:`finished` under the actor's lock, once per task: a plain object, so those calls
+    skip the wrapper Ray puts around every method of an actor class."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._ready: dict[tuple[str, str], threading.Condition] = {}
+        self._task_waiters: dict[str, list[_Waiter]] = {}
+
+    def until_ready(self, tenant: str, queue: str, timeout_s: float) -> None:
+        """Sleep (releasing the lock) until the queue may have claimable tasks, or ``timeout_s`` passes."""
+        key = (tenant, queue)
+        condition = self._ready.get(key)
+        if condition is None:
+            condition = self._ready[key] = threading.Condition(self._lock)
+        condition.wait(timeout_s)
+
+    def queue_ready(self, tenant: str, queue: str) -> None:
+        condition = self._ready.get((tenant, queue))
+        if condition is not None:
+            condition.notify_all()
+
+    def finished(self, record: TaskRecord) -> None:
+        for waiter in self._task_waiters.pop(record.id, ()):
+            waiter.finished(record.id)
+
+    def until_finished(self, pending: set[str], first: bool, timeout_s: float) -> None:
+        """Sleep (releasing the lock) until the pending tasks finish (all, or the first), or ``timeout_s`` passes."""
+        waiter = _Waiter(pending, first, self._lock)
+        for task_id in pending:
+            self._task_waiters.setdefault(task_id, []).append(waiter)
+        try:
+            waiter.wakeup.wait_for(lambda: waiter.done, timeout_s)
+        finally:
+            for task_id in waiter.pending:
+                waiters = self._task_waiters.get(task_id)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._task_waiters[task_id]
+
+
 class CoordinatorActor(SessionMethods):
     """Task queues, versioned resources, plugin runs and agent sessions, durable across restarts of this actor."""
 
@@ -124,9 +167,8 @@ class CoordinatorActor(SessionMethods):
         self._journal_lock = threading.Lock()  # one journal writer at a time
         self._changed = 0  # number of change batches made so far
         self._written = 0  # number of change batches the journal holds
-        self._ready: dict[tuple[str, str], threading.Condition] = {}
+        self._wakeups = _Wakeups(self._lock)
         self._resources_published = threading.Condition(self._lock)
-        self._task_waiters: dict[str, list[_Waiter]] = {}
         self._journal = self._open_journal()
         self._state = CoordinatorState(
             Limits(
@@ -142,8 +184,8 @@ class CoordinatorActor(SessionMethods):
                 runs_retention=self.settings.runs_retention,
                 session_retention_s=self.settings.session_retention_s,
             ),
-            on_ready=self._wake_queue,
-            on_finished=self._wake_waiters,
+            on_ready=self._wakeups.queue_ready,
+            on_finished=self._wakeups.finished,
         )
         self._snapshots = SnapshotStore(None if self._in_memory() else self.settings.snapshot_dir(name))
         self._replayed = self._replay()
@@ -246,23 +288,6 @@ class CoordinatorActor(SessionMethods):
         """:meth:`_apply`, answered as bytes for the trip back through Ray."""
         return pack(self._apply(render, fn, *args, **kwargs))
 
-    # ---------------------------------------------------------------------------------------- events
-
-    def _condition(self, key: tuple[str, str]) -> threading.Condition:
-        condition = self._ready.get(key)
-        if condition is None:
-            condition = self._ready[key] = threading.Condition(self._lock)
-        return condition
-
-    def _wake_queue(self, tenant: str, queue: str) -> None:
-        condition = self._ready.get((tenant, queue))
-        if condition is not None:
-            condition.notify_all()
-
-    def _wake_waiters(self, record: TaskRecord) -> None:
-        for waiter in self._task_waiters.pop(record.id, ()):
-            waiter.finished(record.id)
-
     def _sweep_forever(self) -> None:
         interval = self.settings.sweep_interval_s
         last_sessions_sweep = time.monotonic()
@@ -317,7 +342,7 @@ class CoordinatorActor(SessionMethods):
                 remaining = deadline - time.monotonic()
                 if records or remaining <= 0:
                     return leases
-                self._condition((tenant, queue)).wait(remaining)
+                self._wakeups.until_ready(tenant, queue, remaining)
 
     def heartbeat(self, payload: bytes) -> bytes:
         tenant, attempt_id, extend_s = unpack(payload)
@@ -430,26 +455,13 @@ class CoordinatorActor(SessionMethods):
             records = [self._state.tasks.get(tenant, task_id) for task_id in task_ids]
             pending = {r.id for r in records if not r.status.terminal}
             if pending and timeout_s > 0 and not (first and len(pending) < len(records)):
-                self._sleep_until_finished(_Waiter(pending, first, self._lock), timeout_s)
+                self._wakeups.until_finished(pending, first, timeout_s)
             return pack(
                 {
                     "done": [r.wire() for r in records if r.status.terminal],
                     "pending": [r.id for r in records if not r.status.terminal],
                 }
             )
-
-    def _sleep_until_finished(self, waiter: _Waiter, timeout_s: float) -> None:
-        for task_id in waiter.pending:
-            self._task_waiters.setdefault(task_id, []).append(waiter)
-        try:
-            waiter.wakeup.wait_for(lambda: waiter.done, timeout_s)
-        finally:
-            for task_id in waiter.pending:
-                waiters = self._task_waiters.get(task_id)
-                if waiters is not None and waiter in waiters:
-                    waiters.remove(waiter)
-                    if not waiters:
-                        del self._task_waiters[task_id]
 
     # ------------------------------------------------------------------------------------- resources
 
