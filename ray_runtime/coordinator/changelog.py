@@ -83,9 +83,13 @@ class ChangeLog:
         if self._fd is None or self._size >= self.segment_bytes:
             self._begin_segment()
         record = _HEADER.pack(len(body), zlib.crc32(body)) + body
-        written = os.write(self._fd, record)  # type: ignore[arg-type]
-        if written != len(record):  # a full disk: what went in is a torn tail that readers skip
-            raise OSError(f"log segment short write ({written} of {len(record)} bytes): is the disk full?")
+        try:
+            written = os.write(self._fd, record)  # type: ignore[arg-type]
+            if written != len(record):  # a full disk
+                raise OSError(f"log segment short write ({written} of {len(record)} bytes): is the disk full?")
+        except OSError:
+            self.close()  # what went in is a torn tail that readers stop at: the next append begins a new segment
+            raise
         self._size += written
         if self.sync:
             os.fdatasync(self._fd)  # type: ignore[arg-type]

@@ -101,3 +101,43 @@ def test_a_replay_overtaken_by_a_checkpoint_reads_again(tmp_path, limits, clock)
     replay = replaying.load()
     assert len(reads) == 2 and reads[1] > reads[0]  # it noticed and read again from the new position
     assert sorted(t.input for t in replay.tasks) == sorted(new_task(i).input for i in range(30))
+
+
+_FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from ray_runtime.coordinator.changelog import ChangeLog, Position
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing the process
+log = ChangeLog(Path(sys.argv[1]))
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, hard))  # the disk is full at 10 kB
+acknowledged, refused = [], 0
+for i in range(20):
+    body = bytes([i]) * 1_500
+    try:
+        log.append(body)
+        acknowledged.append(i)
+    except OSError:
+        refused += 1
+        break
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again
+log.append(bytes([99]) * 1_500)
+acknowledged.append(99)
+read = [r.body[0] for r in log.read(Position(0, 0)) if r.body is not None]
+print(json.dumps({"acknowledged": acknowledged, "refused": refused, "read": read, "segments": len(log.segments())}))
+"""
+
+
+def test_a_write_the_disk_refuses_is_an_error_and_the_next_append_begins_a_new_segment(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path / "log")], capture_output=True, text=True, check=True
+    ).stdout
+    outcome = json.loads(out)
+    assert outcome["refused"] == 1  # the record cut short by the full disk was refused, not acknowledged
+    assert outcome["read"] == outcome["acknowledged"]  # every acknowledged record, the one after the refusal too
+    assert outcome["segments"] == 2
