@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-__all__ = ["ChangeLog", "Position", "Record"]
+__all__ = ["START", "ChangeLog", "Position", "Record"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class Position(NamedTuple):
     def parse(cls, text: str) -> Position:
         segment, offset = text.split(":")
         return cls(int(segment), int(offset))
+
+
+START = Position(0, 0)
+"""Where a log begins: before every segment."""
 
 
 class Record(NamedTuple):
@@ -98,7 +102,7 @@ class ChangeLog:
         """Close the current segment (if any) and start the next number: never append after another's tail."""
         self.directory.mkdir(parents=True, exist_ok=True)
         number = max([self.after, *self.segments()]) + 1
-        fd = os.open(self.directory / f"{number:020d}{_SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
+        fd = os.open(self._path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
         if self.sync:
             _sync_directory(self.directory)
         if self._fd is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
-from ray_runtime.coordinator.changelog import ChangeLog, Position
+from ray_runtime.coordinator.changelog import START, ChangeLog, Position
 from ray_runtime.coordinator.sessions import TURNS_KEPT
 from ray_runtime.coordinator.state import (
     TASK_ROW_FIELDS,
@@ -54,7 +54,6 @@ _PAYLOAD_AT = _RECORD_FIELDS.index("input")  # input and metadata sit side by si
 _STATUS_AT = _RECORD_FIELDS.index("status")
 _ROW_LENGTH = len(TASK_ROW_FIELDS)
 _BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another connection's to end (a migration's)
-_START = Position(0, 0)  # the position of a journal nothing was folded from yet
 _LOAD_ATTEMPTS = 100
 _RESOURCE_COLUMNS = "id, tenant, version, created_at, body"
 _SCHEMA = f"""
@@ -337,7 +336,7 @@ class SQLiteJournal(Journal):
     def _folded_position(self) -> Position:
         """How far the snapshot holds the log (as of this connection's current view)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'folded'").fetchone()
-        return _START if row is None else Position.parse(row[0])
+        return START if row is None else Position.parse(row[0])  # nothing folded yet: all of it
 
     def _check_schema(self) -> None:
         """Stamp a new journal; bring an older one up to date (its data stays as it is); refuse a newer one."""

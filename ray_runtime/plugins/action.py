@@ -37,7 +37,7 @@ from pydantic import ValidationError as PydanticValidationError
 from ray_runtime.errors import BadRequestError, PluginNotFoundError, ValidationError
 from ray_runtime.models.resources import Resource, ResourcesUpdate
 
-__all__ = ["ActionSignature", "Context", "LoadedAction", "Reporter", "action", "bind"]
+__all__ = ["ActionSignature", "Context", "LoadedAction", "Reporter", "action", "bind", "import_entrypoint"]
 
 logger = logging.getLogger("ray_runtime.action")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -272,6 +272,24 @@ def action(fn: F | None = None, *, description: str | None = None) -> Any:
 # --------------------------------------------------------------------------------------- calling it
 
 
+def import_entrypoint(folder: str | Path, entrypoint: str, what: str, **details: Any) -> Any:
+    """The attribute ``module:attribute`` names (None if the module lacks it), imported with the plugin folder
+    importable (it is the working_dir under Ray); an import that fails is a ``PluginNotFoundError`` about ``what``."""
+    folder = str(Path(folder).resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module_name, attribute = entrypoint.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginNotFoundError(
+            f"{what}: cannot import {module_name!r} from {folder} ({exc}); "
+            "check the entrypoint in plugin.yaml and the plugin's requirements",
+            **details,
+        ) from exc
+    return getattr(module, attribute, None)
+
+
 class LoadedAction:
     """An action's code imported and bound: validate parameters, then call, or stream chunks.
 
@@ -289,26 +307,10 @@ class LoadedAction:
     @classmethod
     def load(cls, plugin: str, name: str, folder: str | Path, entrypoint: str) -> LoadedAction:
         """Import ``module:attribute`` with the plugin folder importable (it is the working_dir under Ray)."""
-        folder = str(Path(folder).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        module_name, attribute = entrypoint.split(":", 1)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise PluginNotFoundError(
-                f"plugin {plugin!r} action {name!r}: cannot import {module_name!r} from {folder} ({exc}); "
-                "check the entrypoint in plugin.yaml and the plugin's requirements",
-                plugin=plugin,
-                action=name,
-            ) from exc
-        target = getattr(module, attribute, None)
+        what = f"plugin {plugin!r} action {name!r}"
+        target = import_entrypoint(folder, entrypoint, what, plugin=plugin, action=name)
         if target is None or not callable(target):
-            raise PluginNotFoundError(
-                f"plugin {plugin!r} action {name!r}: {module_name} has no callable {attribute!r}",
-                plugin=plugin,
-                action=name,
-            )
+            raise PluginNotFoundError(f"{what}: {entrypoint} is not callable", plugin=plugin, action=name)
         return cls(plugin, name, target)
 
     def context(self, mode: str, *, run_id: str | None = None, reporter: Reporter | None = None) -> Context:

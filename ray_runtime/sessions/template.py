@@ -17,9 +17,7 @@ the turn was cancelled (a streaming turn is stopped at its next chunk anyway).
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from ray_runtime.errors import PluginNotFoundError, RestoreRefusedError, Validat
 from ray_runtime.models.agent import TextChunk, agent_event_adapter
 from ray_runtime.models.resources import Resource, ResourcesUpdate
 from ray_runtime.models.sessions import TurnRequest
+from ray_runtime.plugins.action import import_entrypoint
 
 __all__ = ["LoadedTemplate", "SessionContext", "TurnContext", "as_event", "turn_request"]
 
@@ -116,17 +115,7 @@ class LoadedTemplate:
     @classmethod
     def load(cls, plugin: str, action: str, folder: str | Path, entrypoint: str) -> LoadedTemplate:
         """Import ``module:Class`` with the plugin folder importable (it is the working_dir under Ray)."""
-        folder = str(Path(folder).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        module_name, attribute = entrypoint.split(":", 1)
-        try:
-            target = getattr(importlib.import_module(module_name), attribute, None)
-        except ImportError as exc:
-            raise PluginNotFoundError(
-                f"template {plugin}.{action}: cannot import {module_name!r} ({exc}); check plugin.yaml and the "
-                "plugin's requirements"
-            ) from exc
+        target = import_entrypoint(folder, entrypoint, f"template {plugin}.{action}")
         if not inspect.isclass(target) or not callable(getattr(target, "invoke", None)):
             raise PluginNotFoundError(f"template {plugin}.{action}: {entrypoint} is not a class with an invoke method")
         invoke = target.invoke

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ray_runtime.coordinator.changelog import ChangeLog, Position
+from ray_runtime.coordinator.changelog import START, ChangeLog, Position
 from ray_runtime.coordinator.journal import SQLiteJournal
 from ray_runtime.coordinator.state import CoordinatorState
 
@@ -15,7 +15,7 @@ from .conftest import new_task
 T = "acme"
 
 
-def bodies(log: ChangeLog, start: Position = Position(0, 0)) -> list[bytes]:
+def bodies(log: ChangeLog, start: Position = START) -> list[bytes]:
     return [record.body for record in log.read(start) if record.body is not None]
 
 
@@ -26,7 +26,7 @@ def test_records_read_back_in_order_across_segments(tmp_path):
         log.append(body)
     assert len(log.segments()) > 5  # it rolled over
     assert bodies(log) == written
-    middle = [r for r in log.read(Position(0, 0)) if r.body is not None][7].end
+    middle = [r for r in log.read(START) if r.body is not None][7].end
     assert bodies(log, middle) == written[8:]  # from any position a record ended at
 
 
@@ -106,7 +106,7 @@ def test_a_replay_overtaken_by_a_checkpoint_reads_again(tmp_path, limits, clock)
 _FULL_DISK = """
 import json, resource, signal, sys
 from pathlib import Path
-from ray_runtime.coordinator.changelog import ChangeLog, Position
+from ray_runtime.coordinator.changelog import START, ChangeLog
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing the process
 log = ChangeLog(Path(sys.argv[1]))
@@ -124,7 +124,7 @@ for i in range(20):
 resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again
 log.append(bytes([99]) * 1_500)
 acknowledged.append(99)
-read = [r.body[0] for r in log.read(Position(0, 0)) if r.body is not None]
+read = [r.body[0] for r in log.read(START) if r.body is not None]
 print(json.dumps({"acknowledged": acknowledged, "refused": refused, "read": read, "segments": len(log.segments())}))
 """
 
