@@ -16,6 +16,8 @@ from typing import Any
 import ray
 
 from ray_runtime._net import free_port
+from ray_runtime._ray import present_ray_token
+from ray_runtime.runtime_state import new_ray_token
 
 
 @contextmanager
@@ -28,6 +30,7 @@ def private_ray(num_cpus: int = 4, **env: str) -> Iterator[tuple[Any, str]]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # jobs run `python`
         **env,
     )
+    present_ray_token(new_ray_token(Path(temp)))  # Ray's token auth, with a token of this cluster's own
     context = ray.init(
         address="local",
         num_cpus=num_cpus,

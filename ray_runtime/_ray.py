@@ -4,19 +4,22 @@ Joining by auto-discovery picks whichever cluster started last on the machine, w
 (a developer's own ``ray-runtime up`` beside a test run, say). So every ``ray.init`` in ray_runtime goes through
 :func:`init_ray`, which uses, in order: the address the user named (``--address``), ``RAY_ADDRESS`` (also what
 Ray sets for a job's driver), the local runtime ``ray-runtime up`` started, and only then the one cluster running
-on this machine; it refuses to guess between several.
+on this machine; it refuses to guess between several. Joining a local runtime (by any of these) hands this process
+that runtime's Ray token, which its cluster checks on every request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import ray
 
 from ray_runtime.errors import UnavailableError
+from ray_runtime.runtime_state import RAY_AUTH_VARIABLES, SINGLE_MACHINE_VARIABLE, find_runtime, join_env, runtime_of
 
-__all__ = ["dashboard_url", "init_ray", "resolve_address"]
+__all__ = ["dashboard_url", "init_ray", "join_local_runtime", "present_ray_token", "resolve_address"]
 
 
 def resolve_address(explicit: str | None = None) -> tuple[str, str]:
@@ -29,8 +32,6 @@ def resolve_address(explicit: str | None = None) -> tuple[str, str]:
         return explicit, "--address"
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
-    from ray_runtime.local import find_runtime
-
     runtime = find_runtime()
     if runtime is not None:
         return runtime.gcs_address, f"the local runtime in {runtime.dir}"
@@ -71,11 +72,37 @@ def init_ray(address: str | None = None, *, start_if_none: bool = False, quiet: 
             raise
         ray.init(address="local", **options)
         return "a new local Ray instance (none was named or running)"
+    runtime = runtime_of(resolved)
+    if runtime is not None:
+        join_local_runtime(runtime.token_path)
     try:
         ray.init(address=resolved, **options)
     except ConnectionError as exc:
         raise UnavailableError(f"cannot join the Ray cluster at {resolved} ({source}): {exc}") from None
     return f"the Ray cluster at {resolved} ({source})"
+
+
+def present_ray_token(token_path: Path | str) -> None:
+    """Make this process (and the processes it starts) present the Ray token in ``token_path`` to a cluster with
+    token auth: set before ``ray.init``, with Ray's cached view of the auth mode and the token read again."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    for name in RAY_AUTH_VARIABLES:
+        os.environ.pop(name, None)  # RAY_AUTH_TOKEN would win over the file
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)})
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def join_local_runtime(token_path: Path) -> None:
+    """Ready this process (and the processes it starts) to join a local runtime's cluster, before ``ray.init``:
+    the environment of :func:`~ray_runtime.runtime_state.join_env` (its token, and Ray's single-machine mode)."""
+    from ray._private import ray_constants
+
+    present_ray_token(token_path)
+    os.environ.update(join_env(token_path))
+    # Ray reads this one into a module constant at import: the same switch as the variable, for this process
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ[SINGLE_MACHINE_VARIABLE] != "0"
 
 
 def dashboard_url() -> str:

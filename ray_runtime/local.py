@@ -29,16 +29,24 @@ if TYPE_CHECKING:
     from ray_runtime.coordinator import Coordinator
 
 from ray_runtime._net import free_port
-from ray_runtime.errors import ConflictError, ServerError, TimeoutError, UnavailableError
+from ray_runtime.errors import ConflictError, ServerError, TimeoutError
+from ray_runtime.runtime_state import (
+    DEFAULT_DIR,
+    RAY_AUTH_VARIABLES,
+    STATE_FILE,
+    LocalRuntime,
+    Process,
+    join_env,
+    load_state,
+    new_ray_token,
+    remember,
+)
 
-__all__ = ["DEFAULT_DIR", "Check", "LocalRuntime", "RuntimeOptions", "down", "load_state", "local_dir", "status", "up"]
+__all__ = ["Check", "RuntimeOptions", "down", "status", "up"]
 
-DEFAULT_DIR = Path("~/.ray_runtime/local")
-STATE_FILE = "runtime.json"
-STARTED_FILE = Path("~/.ray_runtime/started-runtimes")
 KEY_FILE = "dev-api-key"
 Step = Callable[[str, str], None]  # (component, what is happening)
-_DASHBOARD_UP = frozenset({200, 401})  # 401: it runs, with Ray's token auth on
+_DASHBOARD_UP = frozenset({200, 401})  # 401: it runs, and wants the runtime's Ray token
 
 
 class RuntimeOptions(BaseModel):
@@ -63,105 +71,12 @@ class RuntimeOptions(BaseModel):
         return host
 
 
-class Process(BaseModel):
-    """A process ``up`` started: its pid and creation time (so a recycled pid is never mistaken for it)."""
-
-    pid: int
-    created: float
-
-    @classmethod
-    def of(cls, popen: subprocess.Popen) -> Process:
-        import psutil
-
-        return cls(pid=popen.pid, created=psutil.Process(popen.pid).create_time())
-
-    def handle(self) -> psutil.Process | None:
-        """The live process, or None once it (or the pid's original owner) is gone."""
-        import psutil
-
-        try:
-            process = psutil.Process(self.pid)
-            alive = abs(process.create_time() - self.created) < 1 and process.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return None
-        return process if alive else None
-
-
-class LocalRuntime(BaseModel):
-    """The state file: what runs, where, and how to reach it."""
-
-    dir: Path
-    started_at: float
-    ray: Process
-    api: Process | None = None
-    gcs_address: str
-    dashboard_url: str
-    serve_url: str
-    api_url: str
-    api_key: str
-    applications: list[str] = Field(default_factory=list)
-
-    def save(self) -> None:
-        path = self.dir / STATE_FILE
-        path.write_text(self.model_dump_json(indent=2))
-        path.chmod(0o600)  # it holds the dev API key
-
-
 class Check(BaseModel):
     """One part's health."""
 
     component: str
     ok: bool
     detail: str
-
-
-def local_dir() -> Path:
-    """Where ``up`` keeps its runtime: ``$RAY_RUNTIME_LOCAL_DIR``, else ``~/.ray_runtime/local``."""
-    return Path(os.environ.get("RAY_RUNTIME_LOCAL_DIR", DEFAULT_DIR)).expanduser()
-
-
-def _started() -> list[Path]:
-    """Folders of runtimes ``up`` started and ``down`` has not stopped (``up --dir`` anywhere is remembered)."""
-    path = STARTED_FILE.expanduser()
-    return [Path(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
-def _remember(directory: Path, started: bool) -> None:
-    path = STARTED_FILE.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept = [d for d in _started() if d != directory]
-    path.write_text("".join(f"{d}\n" for d in [*kept, *([directory] if started else [])]))
-
-
-def find_runtime() -> LocalRuntime | None:
-    """The running local runtime later commands use: the one in ``$RAY_RUNTIME_LOCAL_DIR`` if set, else the one
-    ``up`` started (in its default folder or any ``--dir``); None if none runs.
-
-    Raises:
-        UnavailableError: Several run and none is named (the message names their folders).
-    """
-    if os.environ.get("RAY_RUNTIME_LOCAL_DIR"):
-        folders = [local_dir()]
-    else:
-        folders = list(dict.fromkeys([DEFAULT_DIR.expanduser().resolve(), *_started()]))
-    running = [state for state in map(load_state, folders) if state is not None and state.ray.handle() is not None]
-    if len(running) > 1:
-        listed = ", ".join(str(state.dir) for state in running)
-        raise UnavailableError(
-            f"{len(running)} local runtimes run ({listed}); pick one with --dir or RAY_RUNTIME_LOCAL_DIR"
-        )
-    return running[0] if running else None
-
-
-def load_state(directory: Path = DEFAULT_DIR) -> LocalRuntime | None:
-    """The state of a runtime ``up`` started in ``directory`` (None if there is none)."""
-    path = directory.expanduser() / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return LocalRuntime.model_validate_json(path.read_text())
-    except ValueError:
-        return None  # written by another version, or cut short: not a runtime we can use
 
 
 # ------------------------------------------------------------------------------------------------------------- up
@@ -182,7 +97,7 @@ def up(options: RuntimeOptions, on_step: Step = lambda component, message: None)
     ports = {
         name: _port(getattr(options, f"{name}_port"), options.host) for name in ("ray", "dashboard", "serve", "api")
     }
-    env = _environment(directory)
+    env = _environment(directory, new_ray_token(directory))
 
     on_step("ray", f"starting the Ray head (GCS :{ports['ray']}, dashboard :{ports['dashboard']})")
     ray_process = _start_ray(directory, options, ports, env)
@@ -197,11 +112,12 @@ def up(options: RuntimeOptions, on_step: Step = lambda component, message: None)
         api_key="",
     )
     state.save()
-    _remember(directory, started=True)
+    remember(directory, started=True)
     try:
         _wait_http(
             f"{state.dashboard_url}/api/version", deadline, ray_process, directory / "logs" / "ray.log", _DASHBOARD_UP
         )
+        _stop_ray_client_server(ray_process)
         on_step("ray", "ready")
         _start_in_cluster(state, options, ports["serve"], env, deadline, on_step)
         state.save()
@@ -236,19 +152,19 @@ def _port(wanted: int, host: str) -> int:
     return wanted
 
 
-def _environment(directory: Path) -> dict[str, str]:
-    """What the cluster's processes inherit: the journal's folder, and this Python first on PATH (jobs run `python`)."""
-    env = dict(os.environ)
+def _environment(directory: Path, token_path: Path) -> dict[str, str]:
+    """What the cluster's processes inherit: the journal's folder, this Python first on PATH (jobs run `python`),
+    the runtime's Ray token, and a node address on loopback."""
+    env = {name: value for name, value in os.environ.items() if name not in RAY_AUTH_VARIABLES}
     env["RAY_RUNTIME_STORAGE"] = str(directory / "storage")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("RAY_ADDRESS", None)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    # `ray start` turns Ray's token auth on whenever ~/.ray/auth_token exists, drivers only when told: say it once,
-    # for every process of this runtime (loopback only; the façade has its own keys). RAY_AUTH_MODE=token is kept.
-    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray's token auth for every process of this runtime (its GCS, raylet, agents, core workers and dashboard refuse
+    # whoever does not present the runtime's own token), and every Ray server on loopback (see join_env)
+    env.update(join_env(token_path))
     # on `down`, Ray would wait up to 30 s for a node that hosts detached actors to drain: nothing to move here
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
-
     return env
 
 
@@ -264,7 +180,6 @@ def _start_ray(
         f"--port={ports['ray']}",
         "--include-dashboard=true",
         f"--dashboard-host={options.host}",
-        f"--node-ip-address={_node_ip(options.host)}",
         f"--dashboard-port={ports['dashboard']}",
         f"--temp-dir={directory / 'ray'}",
         "--disable-usage-stats",
@@ -285,9 +200,17 @@ def _start_ray(
     )
 
 
-def _node_ip(host: str) -> str:
-    """The node address Ray advertises: loopback, like everything else ``up`` starts."""
-    return "127.0.0.1" if host == "localhost" else host
+def _stop_ray_client_server(ray_process: subprocess.Popen) -> None:
+    """Stop the Ray Client server ``ray start --head`` always starts: nothing here uses it, and it would let whoever
+    reaches it run code as a driver. Ray has no option to leave it out; ``ray start --block`` takes a SIGTERM'd
+    child as a graceful exit and keeps the node running."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(ray_process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "ray.util.client.server" in child.cmdline():
+                    child.terminate()
 
 
 def _start_in_cluster(
@@ -297,11 +220,13 @@ def _start_in_cluster(
     import ray
     from ray import serve
 
+    from ray_runtime._ray import join_local_runtime
     from ray_runtime.coordinator import connect
 
     on_step("coordinator", "starting the coordinator")
-    saved = {name: os.environ.get(name) for name in ("RAY_RUNTIME_STORAGE", "PATH", "RAY_AUTH_MODE")}
-    os.environ.update({name: env[name] for name in saved})
+    saved = {name: os.environ.get(name) for name in ("RAY_RUNTIME_STORAGE", "PATH", *RAY_AUTH_VARIABLES)}
+    os.environ.update({name: env[name] for name in ("RAY_RUNTIME_STORAGE", "PATH")})
+    join_local_runtime(state.token_path)
     try:
         ray.init(address=state.gcs_address, log_to_driver=False, logging_level="ERROR")
         coordinator = connect()
@@ -426,7 +351,8 @@ def down(directory: Path = DEFAULT_DIR, on_step: Step = lambda component, messag
             on_step(name, "stopped")
             stopped.append(name)
     (directory / STATE_FILE).unlink(missing_ok=True)
-    _remember(directory, started=False)
+    state.token_path.unlink(missing_ok=True)
+    remember(directory, started=False)
     return stopped
 
 

@@ -35,6 +35,9 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     """Start a local Ray head (own temp dir, free ports, dashboard) for this session; stop it afterwards."""
     import ray
 
+    from ray_runtime._ray import present_ray_token
+    from ray_runtime.runtime_state import new_ray_token
+
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in the test process; tests need their own cluster")
     root = tempfile.mkdtemp(prefix="rrt-", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -43,6 +46,7 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     os.environ["RR_TEST_IMPORT_LOG"] = os.path.join(root, "imports.log")  # fixture plugins log who imports them
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # jobs run `python`
     os.environ.pop("RAY_ADDRESS", None)  # never join a developer's cluster: this session starts its own
+    present_ray_token(new_ray_token(Path(root)))  # Ray's token auth, with a token of this session's own
     context = ray.init(
         address="local",
         num_cpus=4,

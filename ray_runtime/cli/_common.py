@@ -233,7 +233,7 @@ class Connection(BaseModel):
 def resolve_connection(url: str | None, api_key: str | None, tenant: str | None) -> Connection:
     """Flags and env (Typer reads both) win; then ``$RAY_RUNTIME_CONFIG`` or ~/.config/ray-runtime/config.toml;
     then the local runtime of ``ray-runtime up``."""
-    from ray_runtime.local import find_runtime
+    from ray_runtime.runtime_state import find_runtime
 
     found: dict[str, Any] = {"url": url, "api_key": api_key, "tenant": tenant}
     config_path = Path(os.environ.get("RAY_RUNTIME_CONFIG", CONFIG_FILE)).expanduser()

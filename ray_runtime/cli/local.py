@@ -35,7 +35,7 @@ _COMPONENTS = {
 
 def _dir(given: Path | None) -> Path:
     """``--dir``, else ``$RAY_RUNTIME_LOCAL_DIR``, else the runtime ``up`` started (any ``--dir``), else the default."""
-    from ray_runtime.local import find_runtime, local_dir
+    from ray_runtime.runtime_state import find_runtime, local_dir
 
     if given is not None or os.environ.get("RAY_RUNTIME_LOCAL_DIR"):
         return (given or local_dir()).expanduser()
@@ -63,6 +63,7 @@ def up(
 
     from ray_runtime.local import RuntimeOptions
     from ray_runtime.local import up as start
+    from ray_runtime.runtime_state import join_env
 
     try:
         options = RuntimeOptions(
@@ -92,7 +93,7 @@ def up(
             progress.update(rows[component], description=message, completed=1 if message == "ready" else 0)
 
         state = start(options, on_step)
-    shown = state.model_dump(mode="json", exclude={"ray", "api"})
+    shown = {**state.model_dump(mode="json", exclude={"ray", "api"}), "ray_token_path": str(state.token_path)}
 
     def human() -> None:
         grid = Table.grid(padding=(0, 2))
@@ -100,13 +101,18 @@ def up(
         grid.add_row("Web console", f"{state.api_url}/ui/  (log in with the key below)")
         grid.add_row("dashboard", state.dashboard_url)
         grid.add_row("Serve", f"{state.serve_url}  ({', '.join(state.applications) or 'no plugins'})")
-        grid.add_row("Ray address", state.gcs_address)
+        grid.add_row("Ray address", f"{state.gcs_address}  (Ray token: {state.token_path})")
         grid.add_row("dev API key", f"{state.api_key}  (admin of tenant 'default', cluster admin, may run code)")
         console.print(Panel(grid, title=f"ray_runtime is up ({state.dir})", border_style="green"))
-        console.print("ray-runtime commands on this machine find it on their own; for other tools:", soft_wrap=True)
+        console.print(
+            "ray-runtime commands and rr.connect() on this machine find it on their own; for other tools (Ray's own "
+            "CLI and SDKs need all three lines):",
+            soft_wrap=True,
+        )
         for line in (
             f"  export RAY_RUNTIME_URL={state.api_url} RAY_RUNTIME_API_KEY={state.api_key}",
             f"  export RAY_ADDRESS={state.gcs_address} RAY_API_SERVER_ADDRESS={state.dashboard_url}",
+            "  export " + " ".join(f"{name}={value}" for name, value in join_env(state.token_path).items()),
             "stop it with `ray-runtime down`",
         ):
             console.print(line, soft_wrap=True, highlight=False)

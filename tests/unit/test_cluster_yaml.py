@@ -31,7 +31,7 @@ def test_rays_cluster_launcher_accepts_it(config):
 
 
 def test_every_node_installs_the_project_and_the_head_starts_the_runtime(config):
-    assert config["file_mounts"] == {"~/ray_runtime": "."}
+    assert config["file_mounts"]["~/ray_runtime"] == "."
     assert any("pip install" in c and "ray_runtime[cluster]" in c for c in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
     assert "RAY_RUNTIME_STORAGE=" in head and "ray start --head" in head
@@ -39,6 +39,15 @@ def test_every_node_installs_the_project_and_the_head_starts_the_runtime(config)
     assert head.index("ray-runtime keys create") < head.index("ray-runtime api --host 0.0.0.0")
     assert "serve deploy serve_apps/example_plugins.yaml" in head
     assert all("--address=$RAY_HEAD_IP:6379" in c for c in config["worker_start_ray_commands"] if "ray start" in c)
+
+
+def test_every_node_joins_with_the_clusters_ray_token(config):
+    assert config["file_mounts"]["~/ray_runtime_ray_token"] == ".ray-cluster-token"  # one token, on every node
+    setup = " ".join(config["setup_commands"])
+    assert "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/ray_runtime_ray_token" in setup
+    assert "chmod 600 ~/ray_runtime_ray_token" in setup
+    assert setup.index("RAY_AUTH_MODE") < setup.index("pip install")  # before anything starts Ray
+    assert ".ray-cluster-token" in (CLUSTER_YAML.parent / ".gitignore").read_text().split()
 
 
 def test_its_ray_runtime_commands_parse(config):
