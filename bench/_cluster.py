@@ -15,9 +15,9 @@ from typing import Any
 
 import ray
 
+from ray_runtime._local_state import new_ray_token
 from ray_runtime._net import free_port
 from ray_runtime._ray import present_ray_token
-from ray_runtime.runtime_state import new_ray_token
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from ray_runtime import LLM, PromptTemplate
 from ray_runtime.client import AgentSocket, RuntimeClient, TaskClient
-from ray_runtime.runtime_state import LocalRuntime, load_state
+from ray_runtime.local import LocalRuntime, load_state
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import ray
 
+from ray_runtime._local_state import RAY_AUTH_VARIABLES, SINGLE_MACHINE_VARIABLE, find_runtime, join_env, runtime_of
 from ray_runtime.errors import UnavailableError
-from ray_runtime.runtime_state import RAY_AUTH_VARIABLES, SINGLE_MACHINE_VARIABLE, find_runtime, join_env, runtime_of
 
 __all__ = ["dashboard_url", "init_ray", "join_local_runtime", "present_ray_token", "resolve_address"]
 
@@ -96,7 +96,7 @@ def present_ray_token(token_path: Path | str) -> None:
 
 def join_local_runtime(token_path: Path) -> None:
     """Ready this process (and the processes it starts) to join a local runtime's cluster, before ``ray.init``:
-    the environment of :func:`~ray_runtime.runtime_state.join_env` (its token, and Ray's single-machine mode)."""
+    the environment of :func:`~ray_runtime._local_state.join_env` (its token, and Ray's single-machine mode)."""
     from ray._private import ray_constants
 
     present_ray_token(token_path)

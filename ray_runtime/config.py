@@ -64,3 +64,11 @@ class Settings(BaseSettings):
     tenant: str = "default"
     plugins_dir: Path = Field(default=Path("plugins"), description="Where session templates (plugins) are found.")
     call_timeout_s: float = Field(default=60.0, gt=0, description="Deadline for one coordinator call.")
+    placement_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a wait for Ray to place workers, describe/validate tasks or Serve replicas may take.",
+    )
+    turn_timeout_s: float = Field(
+        default=660.0, gt=0, description="Deadline for one call into a session host (a turn runs the agent)."
+    )

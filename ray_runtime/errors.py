@@ -39,7 +39,8 @@ The tree is split first by who must act, which is also the retry rule::
         ├── TimeoutError                         timeout                408  also a builtins.TimeoutError
         ├── InternalError                        internal               500
         └── UnavailableError                     unavailable            503
-            └── CoordinatorUnavailableError      coordinator_unavailable
+            ├── CoordinatorUnavailableError      coordinator_unavailable
+            └── InsufficientResourcesError       insufficient_resources      Ray could not place what was asked
 
 Every error carries a stable ``code``, an ``http_status``, a human ``message`` and structured ``details``.
 On the wire it is ``{"error": {"code", "message", "details"}}``; :func:`from_wire` maps it back to the
@@ -60,6 +61,7 @@ __all__ = [
     "CallerError",
     "ConflictError",
     "CoordinatorUnavailableError",
+    "InsufficientResourcesError",
     "InternalError",
     "InvalidArgumentError",
     "InvocationError",
@@ -525,6 +527,14 @@ class CoordinatorUnavailableError(UnavailableError):
     """The coordinator actor cannot be reached or did not come back in time."""
 
     code = "coordinator_unavailable"
+
+
+class InsufficientResourcesError(UnavailableError):
+    """Ray could not place what ray_runtime asked for (a session host, a worker, a task, a replica) within its
+    deadline, or no node could ever hold it. ``details``: what (``asked``), the cluster's ``free`` and ``total``
+    resources, and how long it waited (``waited_s``). The request was withdrawn: no demand stays behind."""
+
+    code = "insufficient_resources"
 
 
 _STATUS_FALLBACK: dict[int, type[RayRuntimeError]] = {

@@ -28,9 +28,7 @@ if TYPE_CHECKING:
 
     from ray_runtime.coordinator import Coordinator
 
-from ray_runtime._net import free_port
-from ray_runtime.errors import ConflictError, ServerError, TimeoutError
-from ray_runtime.runtime_state import (
+from ray_runtime._local_state import (
     DEFAULT_DIR,
     RAY_AUTH_VARIABLES,
     STATE_FILE,
@@ -38,11 +36,14 @@ from ray_runtime.runtime_state import (
     Process,
     join_env,
     load_state,
+    local_dir,
     new_ray_token,
     remember,
 )
+from ray_runtime._net import free_port
+from ray_runtime.errors import ConflictError, ServerError, TimeoutError
 
-__all__ = ["Check", "RuntimeOptions", "down", "status", "up"]
+__all__ = ["Check", "LocalRuntime", "RuntimeOptions", "down", "load_state", "local_dir", "status", "up"]
 
 KEY_FILE = "dev-api-key"
 Step = Callable[[str, str], None]  # (component, what is happening)

@@ -25,6 +25,22 @@ SESSION_SETTINGS = {
 }
 
 
+FIGURES: list[tuple[str, str]] = []  # what tests measured, printed at the end of the run
+
+
+@pytest.fixture
+def figures():
+    """Record a figure the run prints at its end (e.g. how long a coordinator restart took, idle or busy)."""
+    return lambda name, value: FIGURES.append((name, str(value)))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for name, value in FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")
+
+
 def unique(name: str) -> str:
     """A name no other test uses (queues, tenants, apps)."""
     return f"{name}-{uuid.uuid4().hex[:8]}"
@@ -35,8 +51,8 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     """Start a local Ray head (own temp dir, free ports, dashboard) for this session; stop it afterwards."""
     import ray
 
+    from ray_runtime._local_state import new_ray_token
     from ray_runtime._ray import present_ray_token
-    from ray_runtime.runtime_state import new_ray_token
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in the test process; tests need their own cluster")
@@ -50,6 +66,7 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     context = ray.init(
         address="local",
         num_cpus=4,
+        resources={"rr_slot": 1},  # one of a kind: placement tests hold it, then ask for it
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=free_port(),

@@ -5,6 +5,7 @@ they are kept in the coordinator's system store and read here at most every few 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cachetools import TTLCache
@@ -16,10 +17,17 @@ __all__ = ["TenantLimiter"]
 
 
 class TenantLimiter:
-    """Reads each tenant's limits (cached for ``ttl_s``) and admits its requests."""
+    """Reads each tenant's limits (cached for ``ttl_s``) and admits its requests.
 
-    def __init__(self, kv: Any, ttl_s: float = 5.0) -> None:
+    Args:
+        kv: Where the limits are kept (the coordinator's system store).
+        ttl_s: How long a tenant's limits are cached.
+        clock: Monotonic seconds (the token buckets' time).
+    """
+
+    def __init__(self, kv: Any, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._kv = kv
+        self._clock = clock
         self._limits: TTLCache[str, TenantLimits] = TTLCache(maxsize=10_000, ttl=ttl_s)
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, when)
 
@@ -35,13 +43,14 @@ class TenantLimiter:
         self._limits.pop(tenant, None)
 
     async def admit(self, tenant: str) -> None:
-        """Take one request token of the tenant, or raise ``RateLimitError`` saying when one is free."""
+        """Take one request token of the tenant, or raise ``RateLimitError`` saying when one is free. The bucket
+        holds a second's worth of requests (at least one)."""
         rate = (await self.limits(tenant)).requests_per_second
         if rate is None:
             return
-        now = time.monotonic()
-        tokens, when = self._buckets.get(tenant, (rate, now))
-        tokens = min(rate, tokens + (now - when) * rate)  # a burst of up to one second's worth
+        now, burst = self._clock(), max(float(rate), 1.0)
+        tokens, when = self._buckets.get(tenant, (burst, now))
+        tokens = min(burst, tokens + (now - when) * rate)
         if tokens < 1:
             self._buckets[tenant] = (tokens, now)
             raise RateLimitError(

@@ -172,14 +172,58 @@ def print_json(value: Any) -> None:
         typer.echo(text)
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    """A Rich table; cells print as given, never as markup (a Text keeps its style; None prints as empty)."""
-    rendered = Table(title=title, title_justify="left")
-    for position, column in enumerate(columns):
-        rendered.add_column(column, overflow="fold", no_wrap=position == 0)  # ids stay whole, to copy
-    for row in rows:
-        rendered.add_row(*(cell if isinstance(cell, Text) else Text("" if cell is None else str(cell)) for cell in row))
+_ID = re.compile(r"^[a-z]+_[0-9A-Za-z_-]{8,}$|^raysubmit_\w+$")  # ids are copied whole: never shortened
+_SHORTEST = 8  # a shortened column keeps at least this many characters (and its header)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, wrap: bool = False) -> Table:
+    """A Rich table that fits the terminal: one line per row, every id and header whole. Columns that do not fit
+    at their full width are shortened (with …), or left out when even that does not fit (the caption says which);
+    the first column always stays. With ``wrap`` (a record's fields, a transcript) every column stays and long
+    cells wrap onto more lines instead. Cells print as given, never as markup (a Text keeps its style; None prints
+    as empty)."""
+    cells = [
+        [cell if isinstance(cell, Text) else Text("" if cell is None else str(cell)) for cell in row] for row in rows
+    ]
+    if wrap:
+        wrapped = Table(title=title, title_justify="left")
+        for position, column in enumerate(columns):
+            wrapped.add_column(column, overflow="fold", no_wrap=position == 0)
+        for row in cells:
+            wrapped.add_row(*row)
+        return wrapped
+    widths = [
+        max([len(header), *(cell.cell_len for row in cells for cell in row[i : i + 1])])
+        for i, header in enumerate(columns)
+    ]
+    whole = [i == 0 or any(_ID.match(row[i].plain) for row in cells if i < len(row)) for i in range(len(columns))]
+    kept = _fitted(columns, widths, whole, console.width)
+    dropped = [header for i, header in enumerate(columns) if i not in kept]
+    caption = f"left out to fit {console.width} columns: {', '.join(dropped)} (--json has them)" if dropped else None
+    rendered = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for i, cut in kept.items():
+        whole_width = widths[i] if cut is None and whole[i] else None
+        rendered.add_column(columns[i], no_wrap=True, overflow="ellipsis", max_width=cut, min_width=whole_width)
+    for row in cells:
+        rendered.add_row(*(row[i] if i < len(row) else Text("") for i in kept))
     return rendered
+
+
+def _fitted(columns: Sequence[str], widths: list[int], whole: list[bool], width: int) -> dict[int, int | None]:
+    """Which columns a table of ``width`` characters shows, each with the width it is cut to (None: its own): the
+    first always, then every other one that fits whole, in order, then shortened ones (never an id) in the rest."""
+    if not columns:
+        return {}
+    room = width - 1 - widths[0] - 3  # the table's right edge, and the first column with its border and padding
+    kept: dict[int, int | None] = {0: None}
+    for i in range(1, len(columns)):
+        if widths[i] + 3 <= room:
+            kept[i], room = None, room - widths[i] - 3
+    for i, header in enumerate(columns):
+        if i not in kept and not whole[i] and room - 3 >= max(len(header), _SHORTEST):
+            cut = min(widths[i], room - 3)
+            kept[i], room = cut, room - cut - 3
+    return dict(sorted(kept.items()))
 
 
 def show(value: Any, as_json: bool, human: Callable[[], Any]) -> None:
@@ -233,7 +277,7 @@ class Connection(BaseModel):
 def resolve_connection(url: str | None, api_key: str | None, tenant: str | None) -> Connection:
     """Flags and env (Typer reads both) win; then ``$RAY_RUNTIME_CONFIG`` or ~/.config/ray-runtime/config.toml;
     then the local runtime of ``ray-runtime up``."""
-    from ray_runtime.runtime_state import find_runtime
+    from ray_runtime._local_state import find_runtime
 
     found: dict[str, Any] = {"url": url, "api_key": api_key, "tenant": tenant}
     config_path = Path(os.environ.get("RAY_RUNTIME_CONFIG", CONFIG_FILE)).expanduser()

@@ -169,7 +169,7 @@ def get(client: RuntimeClient, job_id: JobId, as_json: JsonFlag = False) -> None
                 rows.append(("result", json.dumps(job.run.result)))
             if job.run.error is not None:
                 rows.append(("error", job.run.error.message))
-        return table(f"job {job.submission_id}", ["field", "value"], rows)
+        return table(f"job {job.submission_id}", ["field", "value"], rows, wrap=True)
 
     show(job, as_json, human)
 

@@ -35,7 +35,7 @@ _COMPONENTS = {
 
 def _dir(given: Path | None) -> Path:
     """``--dir``, else ``$RAY_RUNTIME_LOCAL_DIR``, else the runtime ``up`` started (any ``--dir``), else the default."""
-    from ray_runtime.runtime_state import find_runtime, local_dir
+    from ray_runtime._local_state import find_runtime, local_dir
 
     if given is not None or os.environ.get("RAY_RUNTIME_LOCAL_DIR"):
         return (given or local_dir()).expanduser()
@@ -61,9 +61,9 @@ def up(
     """
     import pydantic
 
+    from ray_runtime._local_state import join_env
     from ray_runtime.local import RuntimeOptions
     from ray_runtime.local import up as start
-    from ray_runtime.runtime_state import join_env
 
     try:
         options = RuntimeOptions(
@@ -147,7 +147,7 @@ def status(directory: LocalDir = None, as_json: JsonFlag = False) -> None:
     show(
         {"running": True, "api_url": state.api_url, "checks": checks},
         as_json,
-        lambda: table(f"local runtime in {state.dir}", ["component", "health", "detail"], rows),
+        lambda: table(f"local runtime in {state.dir}", ["component", "health", "detail"], rows, wrap=True),
     )
     if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_FAILED)

@@ -174,7 +174,7 @@ def get_task(client: RuntimeClient, task_id: TaskId, as_json: JsonFlag = False) 
             )
             for a in task.history
         ]
-        return table(f"task {task.id}", ["field", "value"], rows)
+        return table(f"task {task.id}", ["field", "value"], rows, wrap=True)
 
     show(task, as_json, human)
 
@@ -267,7 +267,7 @@ def _resources_table(update: ResourcesUpdate) -> Any:
         for name, resource in update.resources.items()
     ]
     title = f"resources {update.resources_id} (version {update.version}, {ago(update.created_at)})"
-    return table(title, ["name", "type", "value"], rows)
+    return table(title, ["name", "type", "value"], rows, wrap=True)
 
 
 @resources_app.command("add")

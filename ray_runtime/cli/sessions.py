@@ -277,5 +277,5 @@ def transcript(client: RuntimeClient, session_id: SessionId, as_json: JsonFlag =
     show(
         turns,
         as_json,
-        lambda: table(f"transcript of {session_id}", ["turn", "at", "status", "asked", "answered"], rows),
+        lambda: table(f"transcript of {session_id}", ["turn", "at", "status", "asked", "answered"], rows, wrap=True),
     )

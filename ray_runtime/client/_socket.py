@@ -71,7 +71,8 @@ class SocketState:
 
     Args:
         session_id: The session.
-        after_seq: Start after this seq (resume where another socket left off).
+        after_seq: Replay what came after this seq first (resume where another socket left off; 0: the current and
+            the last turn). None: only what happens from now on; the socket then resumes from its first status.
         put: How a message reaches a turn's queue (each socket brings its own).
         on_status, on_bye: Called with each ``Status`` and the ``Bye``.
         on_message: Called with every other message: other sockets' turns, ``pong``s, errors about this
@@ -81,7 +82,7 @@ class SocketState:
     def __init__(
         self,
         session_id: str,
-        after_seq: int,
+        after_seq: int | None,
         budget: ReconnectBudget,
         put: Callable[[Any, Any], None],
         on_status: Callback = None,
@@ -101,7 +102,8 @@ class SocketState:
         self.on_status, self.on_bye, self.on_message = on_status, on_bye, on_message
 
     def path(self) -> str:
-        return f"/api/v1/sessions/{_segment(self.session_id)}/ws?after_seq={self.last_seq}"
+        path = f"/api/v1/sessions/{_segment(self.session_id)}/ws"
+        return path if self.last_seq is None else f"{path}?after_seq={self.last_seq}"
 
     def start(self, text: str | None, data: Any, turn_id: str | None, sink: Any) -> tuple[str, str]:
         """A new turn of this socket: its id and the frame to send."""
@@ -132,10 +134,12 @@ class SocketState:
         message = server_message_adapter.validate_python(raw)
         self.budget.heard()
         if message.type in REPLAYED_TYPES and message.seq > 0:
-            if message.seq <= self.last_seq:
+            if message.seq <= (self.last_seq or 0):
                 return  # replayed after a reconnect, and seen before it
             self.last_seq = message.seq
         if isinstance(message, Status):
+            if self.last_seq is None:
+                self.last_seq = message.seq  # a fresh socket: what came before it is not its history
             self.status = message
             _call(self.on_status, message)
             return
@@ -319,7 +323,7 @@ class _SocketBase:
         session_id: str,
         put: Callable[[Any, Any], None],
         *,
-        after_seq: int = 0,
+        after_seq: int | None = None,
         on_status: Callback = None,
         on_bye: Callback = None,
         on_message: Callback = None,
@@ -339,8 +343,9 @@ class _SocketBase:
         return self.state.status
 
     @property
-    def last_seq(self) -> int:
-        """The seq of the last turn message received: where a new socket would resume (``after_seq``)."""
+    def last_seq(self) -> int | None:
+        """Where a new socket would resume (``after_seq``): the seq of the last turn message received, or of the
+        first status if none came after it (None before the socket connected)."""
         return self.state.last_seq
 
     def _url(self) -> str:
@@ -367,7 +372,8 @@ class AgentSocket(_SocketBase):
     Args:
         client: The ``RuntimeClient`` whose URL, key and config it uses.
         session_id: The session.
-        after_seq: Replay what came after this seq first (what another socket last received).
+        after_seq: Replay what came after this seq first (what another socket last received); by default only
+            what happens from now on.
         on_status, on_bye: Called (on the socket's reader thread) with each ``Status`` and with the ``Bye``.
         on_message: Called with messages of turns other sockets started, and connection errors.
     """

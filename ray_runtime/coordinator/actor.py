@@ -161,6 +161,8 @@ class CoordinatorActor(SessionMethods):
 
     def __init__(self, name: str, overrides: dict[str, Any] | None = None) -> None:
         started = time.perf_counter()
+        self._began_at = time.time()
+        self._first_call_at: float | None = None
         self.name = name
         self.settings = CoordinatorSettings(**(overrides or {}))
         self._lock = threading.Lock()  # guards the state and everything below
@@ -286,7 +288,10 @@ class CoordinatorActor(SessionMethods):
 
     def _call(self, render: Callable[[T], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> bytes:
         """:meth:`_apply`, answered as bytes for the trip back through Ray."""
-        return pack(self._apply(render, fn, *args, **kwargs))
+        answer = pack(self._apply(render, fn, *args, **kwargs))
+        if self._first_call_at is None:
+            self._first_call_at = time.time()
+        return answer
 
     def _sweep_forever(self) -> None:
         interval = self.settings.sweep_interval_s
@@ -552,10 +557,25 @@ class CoordinatorActor(SessionMethods):
 
     # ---------------------------------------------------------------------------------------- health
 
+    def _start_figures(self) -> dict[str, float | None]:
+        """How this start went, in seconds from the process's start: until this class was being built (Ray's
+        worker and the imports), until it served (replay and the checkpointer included), until its first call
+        was answered."""
+        process = _process_started_at()
+        return {
+            "process_started_at": process,
+            "imports_s": round(self._began_at - process, 3),
+            "replay_s": round(self._replay_s, 3),
+            "ready_s": round(self._started_at - process, 3),
+            "first_call_s": None if self._first_call_at is None else round(self._first_call_at - process, 3),
+        }
+
     def info(self, payload: bytes = b"") -> bytes:
         """Who and where this coordinator is, and how its last start went."""
         with self._lock:
             counts = self._state.tasks.counts()
+        if self._first_call_at is None:
+            self._first_call_at = time.time()
         return pack(
             {
                 "name": self.name,
@@ -564,6 +584,7 @@ class CoordinatorActor(SessionMethods):
                 "started_at": self._started_at,
                 "replayed_tasks": self._replayed,
                 "replay_s": self._replay_s,
+                "start": self._start_figures(),
                 "journal": str(getattr(self._journal, "path", ":memory:")),
                 "durable": self._journal.capabilities["durable"],
                 "journal_backlog_bytes": getattr(self._journal, "backlog", 0),
@@ -571,6 +592,13 @@ class CoordinatorActor(SessionMethods):
                 "cpu": {**CPU.parts, "process": sum(os.times()[:2]), "checkpointer": self._checkpoint_cpu()},
             }
         )
+
+
+def _process_started_at() -> float:
+    """When this process started (the kernel's word: Ray's worker start-up and imports count too)."""
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _node_id() -> str | None:

@@ -78,7 +78,9 @@ class SessionMethods:
 
         def create() -> dict[str, Any]:
             record = self._new_session(tenant, session_id, template, version, options, config, metadata, parent_id)
-            return {"session": record.wire(), "host": self._place(record, options)}
+            host = self._place(record, options)
+            self._wait_for_host(record, host, options)
+            return {"session": record.wire(), "host": host}
 
         return self._call(dict, create)
 
@@ -124,6 +126,10 @@ class SessionMethods:
             parent_id=parent_id,
         )
 
+    def _wait_for_host(self, record: SessionRecord, host: str, options: dict[str, Any]) -> None:
+        what = f"its host {host} to be placed by Ray (it asks {options.get('asks') or 'nothing'})"
+        self._state.sessions.waiting(record.tenant, record.id, what)
+
     def _place(self, record: SessionRecord, options: dict[str, Any]) -> str:
         load = self._state.sessions.pool_load(pool_prefix(record.tenant, record.template, options.get("package", "")))
         return host_name(record, options, dict(load))
@@ -153,13 +159,9 @@ class SessionMethods:
             checkpoint = record.checkpoint
             record = self._state.sessions.resuming(tenant, session_id)
             restore = [session_id, checkpoint["key"]] if checkpoint else None
-            return {
-                "was": status,
-                "session": record.wire(),
-                "host": self._place(record, options),
-                "restore": restore,
-                "seq": record.seq,
-            }
+            host = self._place(record, options)
+            self._wait_for_host(record, host, options)
+            return {"was": status, "session": record.wire(), "host": host, "restore": restore, "seq": record.seq}
 
         return self._call(dict, resume)
 

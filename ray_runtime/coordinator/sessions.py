@@ -77,6 +77,7 @@ class SessionRecord:
     parent_id: str | None = None  # the session it was forked from
     closed_at: float | None = None
     transitions: list[list[Any]] = field(default_factory=list)  # [at, to, cause]
+    waiting_for: str | None = None  # while CREATING: what it waits for (its host to be placed)
     due_at: float = 0.0  # when a due unload/close was last handed out (not journaled)
 
     def wire(self) -> dict[str, Any]:
@@ -103,6 +104,7 @@ class SessionRecord:
             "checkpoint_bytes": checkpoint.get("bytes"),
             "error": self.error,
             "parent_id": self.parent_id,
+            "waiting_for": self.waiting_for,
             "transitions": [{"at": at, "to": to, "cause": cause} for at, to, cause in self.transitions],
         }
 
@@ -290,7 +292,17 @@ class SessionRegistry:
         self._changed[record.id] = record
         return record
 
+    def waiting(self, tenant: str, session_id: str, what: str) -> SessionRecord:
+        """What a CREATING session waits for (its host to be placed), for whoever reads it meanwhile."""
+        record = self._live(tenant, session_id)
+        if record.status is CREATING:
+            record.waiting_for = str(what)[:500]
+            self._changed[record.id] = record
+        return record
+
     def _move(self, record: SessionRecord, to: SessionStatus, cause: str, now: float) -> None:
+        if to is not CREATING:
+            record.waiting_for = None
         record.status = to
         record.transitions = [*record.transitions[-(TRANSITIONS_KEPT - 1) :], [now, to.value, str(cause)[:500]]]
         record.due_at = 0.0

@@ -93,6 +93,9 @@ class Session(BaseModel):
     checkpoint_bytes: int | None = None
     error: str | None = None
     parent_id: str | None = Field(default=None, description="The session it was forked from.")
+    waiting_for: str | None = Field(
+        default=None, description="While creating: what it waits for (its host to be placed by Ray)."
+    )
     transitions: list[Transition] = Field(default_factory=list)
 
 

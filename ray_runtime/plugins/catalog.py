@@ -16,6 +16,8 @@ from typing import Any
 import ray
 from cachetools import LRUCache
 
+from ray_runtime._placement import Ask, await_placed, cancel_task
+from ray_runtime.config import Settings
 from ray_runtime.errors import RayRuntimeError, ServerError
 from ray_runtime.models.plugins import ActionInfo, PluginInfo
 from ray_runtime.plugins.action import LoadedAction
@@ -86,10 +88,13 @@ class PluginCatalog:
 
     Args:
         root: The folder holding one folder per plugin (rescanned on every call, so installs show at once).
+        placement_timeout_s: How long a describe or validate task may wait to start (its runtime_env builds
+            first); then it is cancelled and the call fails with ``InsufficientResourcesError``.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, placement_timeout_s: float | None = None) -> None:
         self.root = root
+        self.placement_timeout_s = placement_timeout_s or Settings().placement_timeout_s
         self._described: LRUCache[str, dict[str, dict[str, Any]]] = LRUCache(maxsize=256)
 
     def registry(self) -> PluginRegistry:
@@ -113,7 +118,9 @@ class PluginCatalog:
             entrypoints = {spec.name: spec.entrypoint for spec in specs}
             sessions = [spec.name for spec in specs if "session" in spec.modes]
             ref = _describe.options(runtime_env=prepared.runtime_env).remote(plugin.name, entrypoints, sessions)
-            described = self._described[prepared.package.sha256] = await ref
+            ask = Ask(f"the task describing plugin {plugin.name} (in its runtime_env)")
+            described = await await_placed(ref, ask, self.placement_timeout_s, cancel_task(ref))
+            self._described[prepared.package.sha256] = described
         return plugin_info(plugin, described)
 
     async def validate(self, prepared: PreparedAction, params: Any) -> Any:
@@ -122,8 +129,9 @@ class PluginCatalog:
         ref = _validate.options(runtime_env=prepared.runtime_env).remote(
             prepared.plugin.name, spec.name, spec.entrypoint, params
         )
+        ask = Ask(f"the task validating the parameters of {prepared.plugin.name}/{spec.name} (in its runtime_env)")
         try:
-            return await ref
+            return await await_placed(ref, ask, self.placement_timeout_s, cancel_task(ref))
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, RayRuntimeError):
                 raise exc.cause from None

@@ -37,6 +37,7 @@ MANIFEST_NAME = "plugin.yaml"
 Mode = Literal["job", "task", "serve", "worker", "session"]
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+SESSION_HOST_CPUS = 0.1  # what a session template's host asks when it declares no resources
 
 
 class _Strict(BaseModel):
@@ -107,6 +108,12 @@ class SessionOptions(_Strict):
     sessions_per_host: int = Field(default=256, ge=1, description="shared: how many sessions one host holds.")
     max_snapshot_bytes: int = Field(default=64 * 2**20, ge=1)
     env_vars: dict[str, str] = Field(default_factory=dict, description="Added to the plugin's runtime_env.")
+    placement_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long creating or resuming a session waits for Ray to place a new host; then it fails with "
+        "insufficient_resources (503) and the request is withdrawn. With an autoscaler, above a node's start time.",
+    )
 
 
 class ActionSpec(_Strict):
@@ -134,6 +141,15 @@ class ActionSpec(_Strict):
         if not _ENTRYPOINT.match(value):
             raise ValueError(f"must be 'module:callable' (e.g. 'hello:greet'), got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _session_host_resources(self) -> ActionSpec:
+        """A session template that declares no ``resources`` asks ``SESSION_HOST_CPUS`` for its host, not the
+        1 CPU of the other modes: an agent's host mostly waits on models and tools, and a shared host holds many
+        sessions (so three templates fit beside the example plugins on a 2-core machine)."""
+        if "session" in self.modes and "resources" not in self.model_fields_set:
+            object.__setattr__(self, "resources", ActionResources(num_cpus=SESSION_HOST_CPUS))
+        return self
 
     @field_validator("modes")
     @classmethod

@@ -18,9 +18,16 @@ from typing import Any
 
 import ray
 
+from ray_runtime._placement import Ask, check_feasible, describe
 from ray_runtime._ray import dashboard_url
-from ray_runtime.config import BOUND_TENANT_ENV
-from ray_runtime.errors import InvalidArgumentError, ResourcesNotFoundError, ServerError, TimeoutError
+from ray_runtime.config import BOUND_TENANT_ENV, Settings
+from ray_runtime.errors import (
+    InsufficientResourcesError,
+    InvalidArgumentError,
+    ResourcesNotFoundError,
+    ServerError,
+    TimeoutError,
+)
 from ray_runtime.plugins.manifest import Plugin, resolve
 from ray_runtime.plugins.prepare import PreparedAction, prepare
 from ray_runtime.plugins.serve import app_name, route_prefix
@@ -202,6 +209,9 @@ def serve_plugin(
     names = actions or [spec.name for spec in resolved.manifest.actions.values() if "serve" in spec.modes]
     if not names:
         raise InvalidArgumentError("actions", f"plugin {resolved.name!r} has no serve-mode action to deploy")
+    for name in names:  # a replica no node could ever hold would leave its app deploying forever: refuse it now
+        spec = resolved.action(name)
+        check_feasible(Ask.of(f"a Serve replica of {resolved.name}/{name}", spec.resources.ray_options()))
     url = _dashboard_url(dashboard_url)
     client = ServeSubmissionClient(url)
     env_vars = {BOUND_TENANT_ENV: tenant} if tenant else None
@@ -230,20 +240,27 @@ def wait_for_apps(
     names: Iterable[str],
     *,
     dashboard_url: str | None = None,
-    timeout_s: float = 300.0,
+    timeout_s: float | None = None,
     on_status: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
     """Poll Serve until every named application is RUNNING.
 
+    Args:
+        timeout_s: How long to wait (default ``RAY_RUNTIME_PLACEMENT_TIMEOUT_S``, 120 s).
+
     Raises:
         ServerError: One failed to deploy (the message is Serve's).
-        TimeoutError: ``timeout_s`` passed first.
+        InsufficientResourcesError: Some were not running in time because Ray could not place their replicas;
+            those applications are removed (their pending replicas with them).
+        TimeoutError: Some were not running in time for another reason (the message has Serve's word on each).
     """
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    client = ServeSubmissionClient(_dashboard_url(dashboard_url))
+    url = _dashboard_url(dashboard_url)
+    client = ServeSubmissionClient(url)
     wanted = set(names)
-    deadline = time.monotonic() + timeout_s
+    timeout_s = timeout_s if timeout_s is not None else Settings().placement_timeout_s
+    started = time.monotonic()
     while True:
         apps = client.get_serve_details().get("applications") or {}
         statuses = {name: (apps.get(name) or {}).get("status", "NOT_STARTED") for name in wanted}
@@ -254,6 +271,27 @@ def wait_for_apps(
                 raise ServerError(f"Serve application {name} failed to deploy: {apps[name].get('message', '')}")
         if all(status == "RUNNING" for status in statuses.values()):
             return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Serve applications not running after {timeout_s:.0f}s: {statuses}")
+        waited = time.monotonic() - started
+        if waited > timeout_s:
+            waiting = sorted(name for name, status in statuses.items() if status != "RUNNING")
+            unplaced = [name for name in waiting if _replicas_unplaced(name)]
+            if unplaced:
+                ray.get(serve_manager(url).apply.remote([], unplaced))
+                raise InsufficientResourcesError(
+                    f"Serve could not place the replicas of {', '.join(unplaced)} in {waited:.0f} s (Ray has "
+                    f"{describe(ray.available_resources())} free); those applications were removed. Free some, "
+                    "ask for less in the plugin's manifest (`resources`), or add nodes",
+                    applications=unplaced,
+                    waited_s=round(waited, 3),
+                )
+            said = {name: (apps.get(name) or {}).get("message", "") or statuses[name] for name in waiting}
+            raise TimeoutError(f"Serve applications not running after {timeout_s:.0f}s: {said}")
         time.sleep(0.5)
+
+
+def _replicas_unplaced(name: str) -> bool:
+    """Whether a Serve application waits on replicas Ray has not placed (an actor of its not yet alive)."""
+    from ray.util.state import list_actors
+
+    waiting = list_actors(filters=[("state", "!=", "ALIVE"), ("state", "!=", "DEAD")], limit=10_000)
+    return any((actor.name or "").startswith(f"SERVE_REPLICA::{name}#") for actor in waiting)

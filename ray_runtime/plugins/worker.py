@@ -21,7 +21,8 @@ from typing import Any
 
 import ray
 
-from ray_runtime.config import BOUND_TENANT_ENV
+from ray_runtime._placement import Ask, check_feasible, wait_placed
+from ray_runtime.config import BOUND_TENANT_ENV, Settings
 from ray_runtime.errors import (
     CallerError,
     InvalidArgumentError,
@@ -218,7 +219,7 @@ class WorkerPool:
     def kill(self) -> None:
         """Stop at once (leased tasks are retried when their leases expire)."""
         for actor in self.actors:
-            ray.kill(actor)
+            ray.kill(actor, no_restart=True)
 
 
 def spawn_workers(
@@ -231,12 +232,18 @@ def spawn_workers(
     tenant: str | None = None,
     lease_s: float = 60.0,
     max_tasks: int | None = None,
+    placement_timeout_s: float | None = None,
 ) -> WorkerPool:
-    """Start ``workers`` Ray actors consuming ``queue`` (default: the action's queue in the manifest).
+    """Start ``workers`` Ray actors consuming ``queue`` (default: the action's queue in the manifest); returns once
+    every one is placed and running.
 
     Each runs with the action's Ray resources in the plugin's runtime_env; ``max_tasks`` (each) ends them early.
     Workers are spread over the nodes that fit them, so losing a node loses only its share (its leases expire
     and those tasks go to the others).
+
+    Raises:
+        InsufficientResourcesError: No node could hold a worker, or not all were placed within
+            ``placement_timeout_s`` (default ``RAY_RUNTIME_PLACEMENT_TIMEOUT_S``, 120 s); none is left behind.
     """
     prepared = prepare(plugin, action, "worker", env_vars={BOUND_TENANT_ENV: tenant} if tenant else None)
     spec = prepared.spec
@@ -250,8 +257,14 @@ def spawn_workers(
         scheduling_strategy="SPREAD",
     )
     options = {"concurrency": concurrency, "lease_s": lease_s}
+    ask = Ask.of(
+        f"the queue workers of {prepared.plugin.name}/{action} ({workers}, each)", spec.resources.ray_options()
+    )
+    check_feasible(ask)
     actors = [
         actor_class.remote(prepared.plugin.name, action, spec.entrypoint, queue, tenant, options)
         for _ in range(workers)
     ]
+    timeout = placement_timeout_s if placement_timeout_s is not None else Settings().placement_timeout_s
+    wait_placed([actor.__ray_ready__.remote() for actor in actors], ask, timeout, WorkerPool(actors, []).kill)
     return WorkerPool(actors, [actor.run.remote(max_tasks) for actor in actors])

@@ -4,11 +4,12 @@ A host is one async Ray actor in a template's runtime_env, acting for one tenant
 session (its own process, resources and runtime_env) and ends when that session leaves; a *shared* host holds many
 sessions of one tenant and template (a pool never mixes tenants) and ends after it has been empty for a while.
 
-Each live session has its turn lock (the template's ``busy`` policy), a per-session ``seq`` for every message it
-sends, a replay buffer of the current and the last turn (so a client that reconnects misses nothing), and the
-subscribers that follow it over WebSockets. Counters, last activity and transcript turns go to the coordinator in
-batches (every half second at most), so they are at most about a second stale there. Snapshots go to the
-coordinator, which keeps them on the head node's disk.
+Each live session admits turns by the template's ``busy`` policy (``reject``: one at a time, the others refused at
+once; ``queue``: all, run one after another in arrival order on its turn lock), numbers every message it sends with a
+per-session ``seq``, keeps a replay buffer of the current and the last turn (so a client that reconnects misses
+nothing), and has the subscribers that follow it over WebSockets. Counters, last activity and transcript turns go to
+the coordinator in batches (every half second at most), so they are at most about a second stale there. Snapshots go
+to the coordinator, which keeps them on the head node's disk.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class _Live:
     turns: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_TURNS_BUFFERED))
     subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     started: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=_TURNS_REMEMBERED))
+    admitted: collections.deque[str] = field(default_factory=collections.deque)  # turns let in, not yet ended
     invocations: int = 0
     tokens: int = 0
     last_at: float = field(default_factory=time.time)
@@ -230,23 +232,36 @@ class SessionHost:
             yield message
 
     async def start_turn(self, session_id: str, request: dict[str, Any]) -> str:
-        """Start a turn and return its id at once; its messages reach the subscribers (the WebSocket path)."""
+        """Start a turn and return its id at once; its messages reach the subscribers (the WebSocket path).
+
+        Raises:
+            SessionBusyError: Under ``busy: reject``, another turn was let in first; this one never runs.
+        """
         live = self._live(session_id)
         turn = turn_request(request)
         turn_id = turn.turn_id or _turn_id()
         if turn_id in live.started:
             return turn_id  # sent again by a client that reconnected: a turn runs once
-        if live.lock.locked() and self.options.get("busy", "reject") == "reject":
-            raise SessionBusyError(session_id, live.turn.turn_id if live.turn else None)
+        self._admit(live, turn_id)
         live.started.append(turn_id)
 
         async def drive() -> None:
-            with contextlib.suppress(Exception):
-                async for _ in self._turn(session_id, {**turn.model_dump(), "turn_id": turn_id}):
+            try:
+                async for _ in self._turn(session_id, {**turn.model_dump(), "turn_id": turn_id}, admitted=True):
                     pass
+            except Exception:  # the agent's own failures are messages; this is the session leaving meanwhile
+                logger.warning("turn %s of session %s ended without its messages", turn_id, session_id, exc_info=True)
 
         asyncio.get_running_loop().create_task(drive())
         return turn_id
+
+    def _admit(self, live: _Live, turn_id: str) -> None:
+        """Let a turn in, or refuse it: checked and recorded in one step with no await between, so turns arriving
+        together cannot both pass. Under ``busy: reject`` one turn at a time; under ``queue`` every turn, each then
+        waiting on the session's turn lock in arrival order."""
+        if live.admitted and self.options.get("busy", "reject") == "reject":
+            raise SessionBusyError(live.id, live.admitted[0])
+        live.admitted.append(turn_id)
 
     async def cancel(self, session_id: str, turn_id: str | None = None) -> bool:
         """Ask the running turn (``turn_id``, or whichever runs) to stop; whether one was running."""
@@ -256,13 +271,22 @@ class SessionHost:
         live.turn.cancel()
         return True
 
-    async def _turn(self, session_id: str, raw: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _turn(
+        self, session_id: str, raw: dict[str, Any], *, admitted: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         live = self._live(session_id)
         request = turn_request(raw)
         turn_id = request.turn_id or _turn_id()
-        if live.lock.locked() and self.options.get("busy", "reject") == "reject":
-            error = SessionBusyError(session_id, live.turn.turn_id if live.turn else None)
-            raise error
+        if not admitted:
+            self._admit(live, turn_id)
+        try:
+            async for message in self._run_turn(live, request, turn_id):
+                yield message
+        finally:
+            live.admitted.remove(turn_id)
+
+    async def _run_turn(self, live: _Live, request: TurnRequest, turn_id: str) -> AsyncIterator[dict[str, Any]]:
+        session_id = live.id
         async with live.lock:
             ctx = TurnContext(live.ctx, turn_id)
             live.turn = ctx
@@ -344,12 +368,15 @@ class SessionHost:
 
     # ------------------------------------------------------------------------------------------ subscribers
 
-    async def subscribe(self, session_id: str, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Every message of the session after ``after_seq`` (what the replay buffer holds), then live ones, until
-        the session leaves this host (its last message is then a ``bye``). Starts with the session's status."""
+    async def subscribe(self, session_id: str, after_seq: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The session's messages from now on, until the session leaves this host (its last message is then a
+        ``bye``); with ``after_seq``, first what the replay buffer holds after it (a client resuming, or asking for
+        the current and the last turn with 0). Starts with the session's status, whose ``seq`` is where a client
+        that got nothing else resumes from."""
         live = self._live(session_id)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        missed = [body for _, body in live.buffer if body["seq"] > after_seq]
+        missed = [] if after_seq is None else [body for _, body in live.buffer if body["seq"] > after_seq]
+        newest = missed[-1]["seq"] if missed else live.seq if after_seq is None else after_seq
         live.subscribers.add(queue)
         try:
             yield (
@@ -359,7 +386,6 @@ class SessionHost:
             )
             for body in missed:
                 yield body
-            newest = missed[-1]["seq"] if missed else after_seq
             while (body := await queue.get()) is not None:
                 if body["seq"] > newest:
                     yield body

@@ -25,12 +25,14 @@ from typing import Any
 from cachetools import TTLCache
 
 from ray_runtime._ids import new_id
+from ray_runtime._placement import Ask, await_placed, check_feasible, describe, kill_actor, wait_placed
 from ray_runtime._unset import UNSET, Unset
 from ray_runtime.checks import check_json
-from ray_runtime.config import BOUND_TENANT_ENV
+from ray_runtime.config import BOUND_TENANT_ENV, Settings
 from ray_runtime.coordinator.handle import _Call
 from ray_runtime.errors import (
     HostLostError,
+    InsufficientResourcesError,
     InvalidArgumentError,
     PluginNotFoundError,
     RayRuntimeError,
@@ -90,16 +92,27 @@ class TemplateSource:
         self._prepared: TTLCache[tuple[str, str], PreparedAction] = TTLCache(maxsize=1024, ttl=5.0)
 
     def find(self, template_id: str) -> tuple[Plugin, ActionSpec]:
-        """The plugin and action of a template id, or ``TemplateNotFoundError``."""
+        """The plugin and action of a template id, or ``TemplateNotFoundError`` naming the templates there are."""
         plugin_name, _, action = str(template_id).partition(".")
         try:
             plugin = PluginRegistry(self.root).get(plugin_name)
             spec = plugin.action(action)
         except PluginNotFoundError:
-            raise TemplateNotFoundError(f"no session template {template_id!r}", template=template_id) from None
+            raise self._missing(template_id) from None
         if "session" not in spec.modes:
-            raise TemplateNotFoundError(f"no session template {template_id!r}", template=template_id)
+            raise self._missing(template_id)
         return plugin, spec
+
+    def _missing(self, template_id: str) -> TemplateNotFoundError:
+        available = [template.id for template in self.list()]
+        there = f"the templates here are {', '.join(available)}" if available else "no template is installed here"
+        return TemplateNotFoundError(
+            f"no session template {template_id!r}; {there} (templates are the session actions of the plugins "
+            "folder the façade was started with: `ray-runtime up --plugins-dir DIR`, default ./plugins where it "
+            "was started)",
+            template=template_id,
+            available=available,
+        )
 
     def list(self, *, tags: list[str] | None = None, name: str | None = None) -> list[Template]:
         """Every template (with all these ``tags``, and ``name`` in its id), by id."""
@@ -139,16 +152,17 @@ class _HostCall:
 
 
 def _host_handle(call: _HostCall) -> Any:
-    """The host actor, created (detached, in the template's runtime_env) when it does not exist yet."""
+    """The host actor, created (detached, in the template's runtime_env) when it does not exist yet; a new host no
+    node could ever hold is refused at once (``InsufficientResourcesError``)."""
     import ray
 
-    if call.prepared is None:
-        try:
-            return ray.get_actor(call.host, namespace=HOST_NAMESPACE)
-        except ValueError:
+    try:
+        return ray.get_actor(call.host, namespace=HOST_NAMESPACE)
+    except ValueError:
+        if call.prepared is None:
             raise HostLostError(f"session host {call.host} is gone") from None
     spec = call.prepared.spec
-    dedicated = spec.session.isolation == "dedicated"
+    check_feasible(_ask(call))
     return (
         ray.remote(SessionHost)
         .options(
@@ -168,15 +182,26 @@ def _host_handle(call: _HostCall) -> Any:
             spec.name,
             spec.entrypoint,
             spec.session.model_dump(),
-            dedicated,
+            spec.session.isolation == "dedicated",
         )
     )
 
 
+def _ask(call: _HostCall) -> Ask:
+    """What placing the host of ``call`` asks of Ray."""
+    assert call.prepared is not None
+    return Ask.of(f"session host {call.host}", call.prepared.spec.resources.ray_options())
+
+
 def _host_error(exc: BaseException) -> BaseException:
-    """What a failed host call means to the caller: its own typed error, or a lost host."""
+    """What a failed host call means to the caller: its own typed error, a lost host, or a deadline passed."""
     import ray
 
+    if isinstance(exc, ray.exceptions.GetTimeoutError | builtins.TimeoutError) and not isinstance(exc, RayRuntimeError):
+        return TimeoutError(
+            "the session's host did not answer in time; check `ray status` and the host actor's logs",
+            method="session host",
+        )
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause
         if isinstance(cause, RayRuntimeError):
@@ -199,6 +224,7 @@ class _SessionFlows:
         self.registry = registry
         self.templates = templates
         self.tenant = registry.tenant
+        self.turn_timeout_s = Settings().turn_timeout_s  # the deadline of a call into a host, either twin
         self._routes: TTLCache[str, Session] = TTLCache(maxsize=100_000, ttl=_ROUTE_TTL_S)
         self._handles: TTLCache[str, Any] = TTLCache(maxsize=10_000, ttl=300.0)
 
@@ -208,6 +234,13 @@ class _SessionFlows:
         if handle is None:
             handle = self._handles[call.host] = _host_handle(call)
         return handle
+
+    def _placement(self, call: _HostCall, handle: Any) -> tuple[Any, Ask, float, Any]:
+        """What waiting for a (maybe new) host to be placed takes: its ready call, the ask, the deadline, and how
+        to withdraw it."""
+        assert call.prepared is not None
+        timeout = call.prepared.spec.session.placement_timeout_s
+        return handle.__ray_ready__.remote(), _ask(call), timeout, kill_actor(handle)
 
     def _create_flow(
         self,
@@ -234,6 +267,8 @@ class _SessionFlows:
                 yield self.registry._abort(session_id)
                 raise
             yield self.registry._failed(session_id, f"could not be created: {exc.message}")
+            if isinstance(exc, InsufficientResourcesError):
+                raise
             raise SessionCreationError(f"session {session_id} could not be created: {exc.message}") from None
         session = yield self.registry._get(session_id)
         self._routes[session_id] = session
@@ -376,8 +411,13 @@ class _Prepare:
 
 
 def _options(prepared: PreparedAction, idle_timeout_s: float | Unset | None = UNSET) -> dict[str, Any]:
-    """The template's session options, as the registry takes them."""
-    options = {**prepared.spec.session.model_dump(), "package": prepared.package.sha256[:12]}
+    """The template's session options, as the registry takes them (with what its host asks of Ray, which a session
+    waiting for its host says)."""
+    options = {
+        **prepared.spec.session.model_dump(),
+        "package": prepared.package.sha256[:12],
+        "asks": describe(Ask.of("", prepared.spec.resources.ray_options()).resources),
+    }
     if not isinstance(idle_timeout_s, Unset):
         options["idle_timeout_s"] = idle_timeout_s
     return options
@@ -437,8 +477,11 @@ class Sessions(_SessionFlows):
                 elif isinstance(step, _Prepare):
                     answer = self.templates.prepared(step.template, self.tenant)
                 else:
-                    ref = getattr(self._handle(step), step.method).remote(*step.args)
-                    answer = ray.get(ref, timeout=self.registry.call_timeout_s + 600)
+                    handle = self._handle(step)
+                    if step.prepared is not None:  # a host it may have made: placed within the template's deadline
+                        wait_placed(*self._placement(step, handle))
+                    ref = getattr(handle, step.method).remote(*step.args)
+                    answer = ray.get(ref, timeout=self.turn_timeout_s)
             except Exception as exc:
                 if isinstance(step, _HostCall):
                     self._handles.pop(step.host, None)
@@ -582,7 +625,10 @@ class AsyncSessions(_SessionFlows):
                     answer = await asyncio.to_thread(self.templates.prepared, step.template, self.tenant)
                 else:
                     handle = await asyncio.to_thread(self._handle, step) if step.prepared else self._handle(step)
-                    answer = await getattr(handle, step.method).remote(*step.args)
+                    if step.prepared is not None:  # a host it may have made: placed within the template's deadline
+                        await await_placed(*self._placement(step, handle))
+                    ref = getattr(handle, step.method).remote(*step.args)
+                    answer = await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.turn_timeout_s)
             except Exception as exc:
                 if isinstance(step, _HostCall):
                     self._handles.pop(step.host, None)
@@ -618,9 +664,9 @@ class AsyncSessions(_SessionFlows):
             self._routes.pop(session_id, None)
             raise _host_error(exc) from None
 
-    async def subscribe(self, session_id: str, after_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Every message of the session after ``after_seq``, then live ones, until it leaves its host (the agent
-        protocol's WebSocket is built on this)."""
+    async def subscribe(self, session_id: str, after_seq: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The session's messages from now on (with ``after_seq``, first those after it that its host still
+        holds), until it leaves its host (the agent protocol's WebSocket is built on this)."""
         session = await self._drive(self._route_flow(session_id))
         handle = self._handle(_HostCall(session.host or "", "subscribe", ()))
         stream = handle.subscribe.options(num_returns="streaming").remote(session_id, after_seq)

@@ -168,6 +168,7 @@ def test_a_chat_goes_through_pause_and_resume_with_its_memory(open_console, faca
         page.press("#chat-input", "Enter")
         page.wait_for_selector("#chat-turns:has-text('Your name is Ada.')")
         page.wait_for_selector("table[aria-label=transcript] tbody tr:nth-child(2)")
+        assert "chat.assistant · 2 turns · " in page.inner_text("#view p")  # the count agrees with the transcript
         shoot(page, "session", tmp_path)
         client.close_session(session.id)
 

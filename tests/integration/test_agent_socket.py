@@ -50,6 +50,7 @@ from ray_runtime.models.agent import (
     End as EndMessage,
 )
 
+from ..waiting import async_wait_until
 from .netkit import CuttingProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +81,9 @@ SERVER_MESSAGES = [
 ]
 
 
-def ws_url(facade, session_id: str, after_seq: int = 0) -> str:
-    return f"{facade.url.replace('http://', 'ws://')}/api/v1/sessions/{session_id}/ws?after_seq={after_seq}"
+def ws_url(facade, session_id: str, after_seq: int | None = None) -> str:
+    url = f"{facade.url.replace('http://', 'ws://')}/api/v1/sessions/{session_id}/ws"
+    return url if after_seq is None else f"{url}?after_seq={after_seq}"
 
 
 def printed(events) -> list[str]:
@@ -196,26 +198,124 @@ def test_agent_errors_raise_from_the_iterator_and_the_socket_stays_usable(counte
         assert socket.send_message("again").wait().result["count"] == 1
 
 
-def test_two_sockets_share_a_session_and_its_turns(facade):
+def test_two_sockets_share_a_session_and_its_turns(facade, tmp_path):
+    gate = tmp_path / "gate"
     with RuntimeClient(facade.url, facade.keys["alpha"]) as client, client.create_session("agents.counter") as session:
         seen_by_b: list = []
-        b_saw_end = threading.Event()
+        b_saw_start, b_saw_end = threading.Event(), threading.Event()
 
         def watch(message) -> None:
             seen_by_b.append(message)
             if isinstance(message, End):
                 b_saw_end.set()
 
-        with session.socket() as a, session.socket(on_message=watch) as b:
-            reply = a.send_message("from a", {"sleep": 0.5})
-            first = next(reply)
+        def watch_status(status) -> None:
+            if status.turn_id == "a-1":
+                b_saw_start.set()
+
+        with session.socket() as a, session.socket(on_message=watch, on_status=watch_status) as b:
+            reply = a.send_message("from a", {"gate": str(gate), "sleep": 0.2}, turn_id="a-1")
+            assert b_saw_start.wait(60)  # a's turn holds the session (until the gate opens)
             with pytest.raises(SessionBusyError):
                 b.send_message("from b while a's turn runs").wait()
-            rest = list(reply)
+            gate.touch()
+            events = list(reply)
             assert b_saw_end.wait(30)
             b_events = [m.event for m in seen_by_b if isinstance(m, Event)]
-            assert printed(b_events) == printed([first, *rest])
+            assert printed(b_events) == printed(events)
             assert b.send_message("from b").wait().result["count"] == 2  # a socket may send once the turn ends
+
+
+def test_a_fresh_socket_hears_only_what_happens_from_now_and_after_seq_0_replays_history(facade, counter):
+    counter.invoke("an earlier turn")
+    with ws_client.connect(ws_url(facade, counter.id), additional_headers=facade.headers("alpha")) as ws:
+        status = json.loads(ws.recv(timeout=30))
+        assert status["type"] == "status" and status["seq"] > 0
+        ws.send(json.dumps({"type": "ping", "nonce": "first"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "pong"  # no replay of the earlier turn came before it
+        ws.send(json.dumps({"type": "user_message", "turn_id": "now"}))
+        while (message := json.loads(ws.recv(timeout=30)))["type"] != "end":
+            assert message.get("turn_id") in (None, "now")
+        assert message["turn_id"] == "now" and message["result"]["count"] == 2 and message["seq"] > status["seq"]
+    with ws_client.connect(ws_url(facade, counter.id, after_seq=0), additional_headers=facade.headers("alpha")) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "status"
+        replayed = [json.loads(ws.recv(timeout=30)) for _ in range(2)]
+        assert [(m["type"], m["result"]["count"]) for m in replayed if m["type"] == "end"] == [("end", 1)]
+    with counter.socket() as socket:  # the client: a fresh socket's first answer is its own turn's
+        assert socket.last_seq == socket.status.seq
+        assert socket.send_message("mine").wait().result["count"] == 3
+
+
+@pytest.mark.parametrize("busy", ["reject", "queue"])
+async def test_fifty_concurrent_turns_on_one_session_are_each_accounted_for(facade, tmp_path, busy):
+    """40 turns from 4 sockets and 10 HTTP invokes, all at once: under reject exactly one runs and 49 callers hear
+    session_busy; under queue all 50 run, one after another."""
+    import httpx
+    import websockets
+
+    gate = tmp_path / "gate"
+    data = {"gate": str(gate)} if busy == "reject" else {"sleep": 0.05}
+    template = "agents.counter" if busy == "reject" else "agents.queued"
+    async with AsyncRuntimeClient(facade.url, facade.keys["alpha"]) as client:
+        session = await client.create_session(template)
+        outcomes: dict[str, str] = {}
+        order: list[str] = []  # turns as the first socket heard them: (start status, events..., end)
+        sockets = [
+            await websockets.connect(ws_url(facade, session.id), additional_headers=facade.headers("alpha"))
+            for _ in range(4)
+        ]
+        mine = {n: [f"s{n}-{i}" for i in range(10)] for n in range(4)}
+
+        async def listen(n: int, ws) -> None:
+            async for text in ws:
+                message = json.loads(text)
+                turn_id = message.get("turn_id")
+                if n == 0 and turn_id and message["type"] in ("status", "event", "end"):
+                    order.append(turn_id)
+                if turn_id in mine[n] and message["type"] in ("end", "error"):
+                    outcomes[turn_id] = message.get("code", "end")
+
+        async def invoke(i: int) -> None:
+            async with httpx.AsyncClient(base_url=facade.url, headers=facade.headers("alpha"), timeout=300) as http:
+                reply = await http.post(
+                    f"/api/v1/sessions/{session.id}/invoke", json={"turn_id": f"h-{i}", "data": data}
+                )
+            outcomes[f"h-{i}"] = "end" if reply.status_code == 200 else reply.json()["error"]["code"]
+
+        for ws in sockets:
+            assert json.loads(await ws.recv())["type"] == "status"
+        listeners = [asyncio.create_task(listen(n, ws)) for n, ws in enumerate(sockets)]
+        sends = [
+            ws.send(frame(UserMessage(turn_id=turn_id, data=data)))
+            for n, ws in enumerate(sockets)
+            for turn_id in mine[n]
+        ]
+        invokes = [asyncio.create_task(invoke(i)) for i in range(10)]
+        await asyncio.gather(*sends)
+        if busy == "reject":  # the one turn let in holds the session until every other caller has its answer
+            await async_wait_until(lambda: _count(outcomes, 49), 120, what="49 refusals")
+            gate.touch()
+        await async_wait_until(lambda: _count(outcomes, 50), 300, what="an outcome for all 50 turns")
+        await asyncio.gather(*invokes)
+        for task in listeners:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+        await session.close()
+
+    tally = {outcome: list(outcomes.values()).count(outcome) for outcome in set(outcomes.values())}
+    if busy == "reject":
+        assert tally == {"end": 1, "session_busy": 49}
+    else:
+        assert tally == {"end": 50}
+        socket_turns = [t for t in dict.fromkeys(order) if t.startswith("s")]
+        assert len(socket_turns) == 40
+        runs = [turn for i, turn in enumerate(order) if i == 0 or order[i - 1] != turn]
+        assert len(runs) == len(set(runs)), "two turns ran at once"  # each turn's messages in one unbroken run
+
+
+async def _count(outcomes: dict[str, str], at_least: int) -> bool:
+    return len(outcomes) >= at_least
 
 
 def test_pausing_over_http_says_bye_to_open_sockets(facade):

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..waiting import wait_until
+
 
 def error_of(reply: httpx.Response) -> dict:
     body = reply.json()
@@ -82,8 +84,14 @@ def test_a_revoked_key_stops_working(facade, session_coordinator):
 def test_mutating_calls_are_audited_without_secrets(facade, ray_cluster):
     with facade.client("alpha-submit") as client:
         client.post("/api/v1/queues/audited/tasks", json={"input": {"secret": "hunter2"}})
-    lines = (Path(ray_cluster["root"]) / "audit.jsonl").read_text().splitlines()
-    entry = json.loads(next(line for line in reversed(lines) if "/api/v1/queues/audited/tasks" in line))
+    audit = Path(ray_cluster["root"]) / "audit.jsonl"
+
+    def written() -> str | None:  # the audit line is written after the answer goes out
+        lines = audit.read_text().splitlines() if audit.exists() else []
+        return next((line for line in reversed(lines) if "/api/v1/queues/audited/tasks" in line), None)
+
+    entry = json.loads(wait_until(written, 60, what="the audit line"))
+    lines = audit.read_text().splitlines()
     assert entry["tenant"] == "alpha" and entry["status"] == 201 and entry["outcome"] == "ok" and entry["key_id"]
     text = "\n".join(lines)
     assert "hunter2" not in text and not any(key in text for key in facade.keys.values())

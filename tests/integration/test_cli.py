@@ -261,6 +261,40 @@ def test_template_and_session_commands(cli):
     assert code == 2 and "start" in err
     code, _, err = cli("session", "get", "ses_00000000000000000000000000")
     assert code == 2 and "does not exist" in err
+    for command in (("session", "create", "chat.assistent"), ("chat", "chat.assistent")):  # a typo
+        code, _, err = cli(*command)
+        assert code == 2 and "no session template 'chat.assistent'" in err, err
+        assert "chat.assistant, chat.private" in err and "--plugins-dir" in err  # what there is, and why
+
+
+def test_listings_piped_at_80_columns_keep_ids_and_headers_whole(facade, tmp_path):
+    env = {
+        **os.environ,
+        "RAY_RUNTIME_URL": facade.url,
+        "RAY_RUNTIME_API_KEY": facade.keys["alpha"],
+        "RAY_RUNTIME_CONFIG": str(tmp_path / "absent.toml"),
+        "RAY_RUNTIME_LOCAL_DIR": str(tmp_path / "no-local-runtime"),
+        "COLUMNS": "80",
+    }
+    tag = uuid.uuid4().hex[:8]
+    with RuntimeClient(facade.url, facade.keys["alpha"]) as client:
+        sessions = [client.create_session("agents.counter", metadata={"tag": tag}) for _ in range(2)]
+        listed = subprocess.run(
+            [sys.executable, "-m", "ray_runtime", "session", "list", "--metadata", f"tag={tag}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        for session in sessions:
+            session.close()
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 0 and all(len(line) <= 80 for line in lines), listed.stdout
+    for session in sessions:
+        assert sum(session.id in line for line in lines) == 1  # whole, on one line
+    header = next(line for line in lines if "┃" in line)
+    assert [cell.strip() for cell in header.strip("┃").split("┃")][:3] == ["id", "template", "status"]
+    assert "left out to fit 80 columns" in listed.stdout
 
 
 class Terminal:

@@ -4,6 +4,7 @@ fail."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import shutil
 import threading
@@ -24,11 +25,12 @@ from ray_runtime.errors import (
     SnapshotFailedError,
     SnapshotTooLargeError,
     TemplateNotFoundError,
+    TimeoutError,
     ValidationError,
 )
 from ray_runtime.models.agent import End, Event
 from ray_runtime.sessions.host import HOST_NAMESPACE
-from ray_runtime.sessions.manager import Sessions, TemplateSource
+from ray_runtime.sessions.manager import AsyncSessions, Sessions, TemplateSource
 
 from ..conftest import FIXTURE_PLUGINS, PLUGINS
 from ..waiting import wait_until
@@ -192,19 +194,38 @@ def test_a_snapshot_that_fails_or_is_too_large_refuses_the_pause_and_the_session
     agents.close(small.id)
 
 
-def test_a_second_turn_is_refused_or_queued_as_the_template_says(agents):
+def test_a_second_turn_is_refused_or_queued_as_the_template_says(agents, tmp_path):
     rejecting, queueing = agents.create("agents.counter"), agents.create("agents.queued")
     for session, busy in ((rejecting, True), (queueing, False)):
-        slow = concurrent.futures.ThreadPoolExecutor(1).submit(agents.invoke, session.id, {"data": {"sleep": 1.5}})
-        wait_until(lambda s=session: agents.get(s.id).invocations == 0 and _running(agents, s), 30)
+        gate = tmp_path / f"gate-{busy}"  # the first turn holds the session until the gate opens
+        slow = concurrent.futures.ThreadPoolExecutor(1).submit(agents.invoke, session.id, {"data": {"gate": str(gate)}})
+        wait_until(lambda s=session: _running(agents, s), 60, what="the first turn to run")
         if busy:
             with pytest.raises(SessionBusyError):
                 agents.invoke(session.id, "now")
-            assert slow.result(timeout=30).result["count"] == 1
+            gate.touch()
+            assert slow.result(timeout=60).result["count"] == 1
         else:
-            assert agents.invoke(session.id, "after").result["count"] == 2  # waited for the slow turn
-            assert slow.result(timeout=30).result["count"] == 1
+            after = concurrent.futures.ThreadPoolExecutor(1).submit(agents.invoke, session.id, "after")
+            gate.touch()
+            assert after.result(timeout=60).result["count"] == 2  # waited for the first turn
+            assert slow.result(timeout=60).result["count"] == 1
         agents.close(session.id)
+
+
+def test_calls_into_a_session_host_have_a_deadline_in_both_twins(agents, coord, tmp_path, monkeypatch):
+    session = agents.create("agents.queued")
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("RAY_RUNTIME_TURN_TIMEOUT_S", "1.5")
+    blocking = Sessions(coord.session_registry, TemplateSource(FIXTURE_PLUGINS))
+    awaitable = AsyncSessions(coord.aio.session_registry, TemplateSource(FIXTURE_PLUGINS))
+    with pytest.raises(TimeoutError, match="did not answer in time"):
+        blocking.invoke(session.id, {"data": {"gate": str(gate)}})
+    with pytest.raises(TimeoutError, match="did not answer in time"):
+        asyncio.run(awaitable.invoke(session.id, {"data": {"gate": str(gate)}}))
+    gate.touch()  # both turns were let in (busy: queue) and run to their end once the gate opens
+    wait_until(lambda: agents.get(session.id).invocations == 2, 60, what="both turns to end")
+    agents.close(session.id)
 
 
 def _running(agents: Sessions, session) -> bool:

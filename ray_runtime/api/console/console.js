@@ -468,6 +468,8 @@ async function sessionView(view, params, id) {
     await renderHead();
   };
   const renderHead = async () => {
+    // the transcript first: reading it reports the host's unreported turns, so the counters below include them
+    const log = await api(`/api/v1/sessions/${encodeURIComponent(id)}/transcript`);
     const s = await api(`/api/v1/sessions/${encodeURIComponent(id)}`);
     const buttons = may("submit") ? el("div", { class: "actions" },
       s.status === "active" ? el("button", { type: "button", onclick: () => lifecycle("pause") }, "Pause") : null,
@@ -477,11 +479,10 @@ async function sessionView(view, params, id) {
     ) : null;
     fill(head,
       el("h1", {}, "Session ", el("code", {}, s.id), " ", el("span", { id: "session-status" }, status(s.status))),
-      el("p", {}, `${s.template} · ${s.invocations} turns · ${s.tokens} tokens`, s.parent_id ? [" · forked from ", link(`#/session/${s.parent_id}`, s.parent_id)] : []),
+      el("p", {}, `${s.template} · ${plural(s.invocations, "turn")} · ${plural(s.tokens, "token")}`, s.parent_id ? [" · forked from ", link(`#/session/${s.parent_id}`, s.parent_id)] : []),
       buttons,
     );
     if (s.status === "active" && (!socket || socket.readyState > 1)) connect();
-    const log = await api(`/api/v1/sessions/${encodeURIComponent(id)}/transcript`);
     fill(transcript, table(["turn", "asked", "answered", "status", "tokens"], log.map((t) => [
       t.turn_id, t.request.text || JSON.stringify(t.request.data), t.text, status(t.status), t.tokens_used,
     ]), "transcript"));
@@ -489,6 +490,10 @@ async function sessionView(view, params, id) {
   setOpen(false);
   await renderHead();
   state.stop.push(() => { if (socket) socket.close(); });
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 function schemaTable(schema, label) {

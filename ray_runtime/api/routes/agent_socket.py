@@ -67,7 +67,14 @@ async def agent_protocol(caller: Reader) -> dict[str, Any]:
 async def agent_socket(
     websocket: WebSocket,
     session_id: ItemId,
-    after_seq: Annotated[int, Query(ge=0, description="Replay what came after this seq (a resuming client).")] = 0,
+    after_seq: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="Replay what came after this seq first (a resuming client; 0: the current and the last "
+            "turn). Without it, only what happens from now on.",
+        ),
+    ] = None,
 ) -> None:
     """A session's agent protocol (see ``ray_runtime.models.agent``): status on connect, turns' events for every
     socket, ``bye`` when the session leaves. A read key may watch; sending takes a submit key."""
@@ -90,7 +97,9 @@ async def agent_socket(
 class AgentConnection:
     """One client's socket on one session: forwards the session's messages, answers the client's frames."""
 
-    def __init__(self, websocket: WebSocket, sessions: Any, session_id: str, may_send: bool, after_seq: int) -> None:
+    def __init__(
+        self, websocket: WebSocket, sessions: Any, session_id: str, may_send: bool, after_seq: int | None
+    ) -> None:
         self.websocket = websocket
         self.sessions = sessions
         self.session_id = session_id
@@ -125,7 +134,9 @@ class AgentConnection:
         for attempt in range(_RESUBSCRIBE_TRIES):
             try:
                 async for body in self.sessions.subscribe(self.session_id, self.after_seq):
-                    if body["type"] in REPLAYED_TYPES and body.get("seq", 0) > self.after_seq:
+                    if self.after_seq is None and body["type"] == "status":
+                        self.after_seq = body["seq"]  # following it to another host resumes from here
+                    elif body["type"] in REPLAYED_TYPES and body.get("seq", 0) > (self.after_seq or 0):
                         self.after_seq = body["seq"]
                     await self._send(json.dumps(body, separators=(",", ":")))
                     if body["type"] == "bye":
