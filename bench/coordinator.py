@@ -5,7 +5,7 @@
 journal on (and, for reference, with the journal off). Figures are medians over several runs; the verdicts
 are ratios against the baselines, so a noisy machine moves both sides together.
 
-    python -m bench.coordinator [--runs 5] [--big 1000000] [--quick]
+    python -m bench.coordinator [--runs 5] [--big 1000000] [--quick] [--calls]
 """
 
 from __future__ import annotations
@@ -227,6 +227,22 @@ def run(runs: int, n_single: int, n_batched: int, big: int, latency_samples: int
     return figures
 
 
+def call_rates(runs: int, n_single: int, n_batched: int) -> dict[str, float]:
+    """The coordinator's own rates (journal on), medians of ``runs``: what a change to the call path moves."""
+    storage = tempfile.mkdtemp(prefix="rr-bench-")
+    try:
+        system = CoordinatorSystem(storage)
+        rates = {
+            "single": median_rate(runs, n_single, system.fill, system.single),
+            "combined": median_rate(runs, n_single, system.fill, system.combined),
+            "batched": median_rate(runs, n_batched, system.fill, system.batched),
+        }
+        system.close()
+        return rates
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
 def measure_workers(system: CoordinatorSystem, figures: dict[str, Any], n: int) -> None:
     """Claim p50/p99 with 1, 2, 4 and 8 workers on batches of 100; the CPU split of the coordinator meanwhile."""
     before = system.cpu()
@@ -339,6 +355,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--big", type=int, default=1_000_000, help="queued tasks for the scale figures")
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="only the coordinator's call rates (single, combined, batched), as JSON: to compare two commits",
+    )
     args = parser.parse_args()
     runs, n_single, n_batched, big, samples = args.runs, 1_000, 20_000, args.big, 500
     if args.quick:
@@ -352,6 +373,9 @@ def main() -> None:
     # does the same (see the README).
     gc.freeze()
     try:
+        if args.calls:
+            print(json.dumps(call_rates(runs, n_single, n_batched)))
+            return
         figures = run(runs, n_single, n_batched, big, samples)
     finally:
         ray.shutdown()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ray_runtime import errors
+from ray_runtime import _parts, errors
 from ray_runtime._version import __version__
 from ray_runtime.models import LLM, JSONResource, PromptTemplate, ResourcesUpdate, TaskSpec, TaskStatus
 
@@ -48,6 +48,16 @@ _LAZY = {
     "Context": "ray_runtime.plugins.action",
     "action": "ray_runtime.plugins.action",
 }
+
+
+def _sessions(coord: Any) -> Any:
+    """``coord.sessions`` of every coordinator handle (the coordinator sits below the sessions package)."""
+    from ray_runtime.sessions.manager import sessions_of
+
+    return sessions_of(coord)
+
+
+_parts.supply("sessions", _sessions)
 
 
 def __getattr__(name: str) -> Any:

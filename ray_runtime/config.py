@@ -7,7 +7,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BOUND_TENANT_ENV", "CoordinatorSettings", "Settings"]
+__all__ = ["BOUND_TENANT_ENV", "NAMESPACE", "CoordinatorSettings", "Settings"]
+
+NAMESPACE = "ray_runtime"
+"""The Ray namespace of ray_runtime's actors by default: the coordinator (``connect(namespace=...)`` picks another,
+and its session hosts follow it) and the cluster's Serve manager."""
 
 BOUND_TENANT_ENV = "RAY_RUNTIME_BOUND_TENANT"
 """Set in the runtime_env of code ray_runtime starts for a tenant (plugin jobs, workers, Serve apps, session hosts):
@@ -23,10 +27,17 @@ class CoordinatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_", extra="ignore")
 
     storage: Path = Field(default=Path("~/.ray_runtime"), description="Directory for journals.")
+    journal_url: str | None = Field(
+        default=None,
+        pattern="^postgres(ql)?://",
+        repr=False,  # it may hold a password
+        description="postgresql://...: keep the coordinator's state in PostgreSQL instead of files under storage.",
+    )
     journal_synchronous: str = Field(
         default="NORMAL",
         pattern="^(NORMAL|FULL)$",
-        description="SQLite synchronous level: NORMAL survives process kills, FULL also power loss.",
+        description="File journal: NORMAL survives process kills, FULL also power loss. PostgreSQL commits with "
+        "synchronous_commit = on either way (an acknowledged write survives a crash of PostgreSQL).",
     )
     max_payload_bytes: int = Field(default=1 << 20, gt=0, description="Cap on input/result/metadata JSON.")
     default_lease_s: float = Field(default=30.0, gt=0)
@@ -59,11 +70,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAY_RUNTIME_", extra="ignore")
 
     ray_address: str | None = Field(default=None, description="Ray address; None joins or starts as ray.init does.")
-    namespace: str = "ray_runtime"
+    namespace: str = NAMESPACE
     coordinator_name: str = "coordinator"
     tenant: str = "default"
     plugins_dir: Path = Field(default=Path("plugins"), description="Where session templates (plugins) are found.")
     call_timeout_s: float = Field(default=60.0, gt=0, description="Deadline for one coordinator call.")
+    journal_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="The coordinator's PostgreSQL journal, if any: then it may run on any node.",
+    )
+    coordinator_node: str | None = Field(
+        default=None, description="With an external journal: a node the coordinator prefers (soft affinity)."
+    )
+    coordinator_resource: str | None = Field(
+        default=None, description="With an external journal: a custom resource that nodes able to run it offer."
+    )
     placement_timeout_s: float = Field(
         default=120.0,
         gt=0,

@@ -228,18 +228,22 @@ def _start_in_cluster(
     saved = {name: os.environ.get(name) for name in ("RAY_RUNTIME_STORAGE", "PATH", *RAY_AUTH_VARIABLES)}
     os.environ.update({name: env[name] for name in ("RAY_RUNTIME_STORAGE", "PATH")})
     join_local_runtime(state.token_path)
+    # What Ray tells a driver (a worker that died, say) it prints on stdout: keep it off `up --json`'s output
     try:
-        ray.init(address=state.gcs_address, log_to_driver=False, logging_level="ERROR")
-        coordinator = connect()
-        on_step("coordinator", "ready")
-        state.api_key = _dev_key(state.dir, coordinator)
-        on_step("serve", f"starting Serve on {state.serve_url}")
-        serve.start(http_options={"host": options.host, "port": serve_port})
-        if options.serve_plugins:
-            state.applications = _serve_plugins(options.plugins_dir, state.dashboard_url, deadline, on_step)
-        on_step("serve", "ready")
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                ray.init(address=state.gcs_address, log_to_driver=False, logging_level="ERROR")
+                coordinator = connect()
+                on_step("coordinator", "ready")
+                state.api_key = _dev_key(state.dir, coordinator)
+                on_step("serve", f"starting Serve on {state.serve_url}")
+                serve.start(http_options={"host": options.host, "port": serve_port})
+                if options.serve_plugins:
+                    state.applications = _serve_plugins(options.plugins_dir, state.dashboard_url, deadline, on_step)
+                on_step("serve", "ready")
+            finally:
+                ray.shutdown()
     finally:
-        ray.shutdown()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -25,6 +25,8 @@ SESSION_SETTINGS = {
 }
 
 
+pytest_plugins = ["tests.postgres"]  # a PostgreSQL server for the session, a database per test
+
 FIGURES: list[tuple[str, str]] = []  # what tests measured, printed at the end of the run
 
 

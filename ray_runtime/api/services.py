@@ -30,6 +30,7 @@ class Services:
     def __init__(self, settings: ApiSettings) -> None:
         from ray_runtime.plugins.catalog import PluginCatalog
         from ray_runtime.sessions.manager import TemplateSource
+        from ray_runtime.sessions.template import describe_template
 
         self.settings = settings
         self.coordinator: Any = None
@@ -39,7 +40,7 @@ class Services:
         self.logs: LogHub = None  # type: ignore[assignment]
         self.audit: AuditLog | None = None
         self.limiter: TenantLimiter = None  # type: ignore[assignment]
-        self.catalog = PluginCatalog(settings.plugins_dir)
+        self.catalog = PluginCatalog(settings.plugins_dir, describe_session=describe_template)
         self.templates = TemplateSource(settings.plugins_dir)
         self._tenants: LRUCache[str, Any] = LRUCache(maxsize=1024)
         self._sessions: LRUCache[str, Any] = LRUCache(maxsize=1024)

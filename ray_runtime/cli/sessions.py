@@ -23,7 +23,7 @@ from ray_runtime.cli.jobs import _metadata
 from ray_runtime.client import RuntimeClient
 from ray_runtime.errors import BadRequestError
 from ray_runtime.models.agent import End, Event
-from ray_runtime.models.sessions import Session, SessionStatus, Template
+from ray_runtime.models.sessions import SessionInfo, SessionStatus, Template
 
 template_app = typer.Typer(help="Agent session templates (plugin actions of mode session).", no_args_is_help=True)
 session_app = typer.Typer(
@@ -92,7 +92,7 @@ def _template(template: Template) -> Text:
 # ----------------------------------------------------------------------------------------------------- sessions
 
 
-def _sessions(title: str, sessions: list[Session]) -> Any:
+def _sessions(title: str, sessions: list[SessionInfo]) -> Any:
     rows = [
         (s.id, s.template, status_text(s.status), s.invocations, s.tokens, ago(s.last_activity_at), s.parent_id)
         for s in sessions
@@ -100,7 +100,7 @@ def _sessions(title: str, sessions: list[Session]) -> Any:
     return table(title, ["id", "template", "status", "turns", "tokens", "last activity", "forked from"], rows)
 
 
-def _session(session: Session) -> Text:
+def _session(session: SessionInfo) -> Text:
     text = Text.assemble((session.id, "bold"), f"  {session.template} ", status_text(session.status), "\n")
     for name in ("invocations", "tokens", "host", "checkpoint_key", "parent_id", "error"):
         value = getattr(session, name)

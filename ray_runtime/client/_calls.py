@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -37,11 +37,12 @@ from ray_runtime.models.tasks import (
     QueueStats,
     Task,
     TaskError,
+    TaskOptions,
     TaskPage,
-    TaskSpec,
     TaskStatus,
     WaitResult,
     WorkerInfo,
+    task_specs,
 )
 
 __all__ = ["Calls", "ClusterKind"]
@@ -253,13 +254,12 @@ class Calls:
 
     # ---------------------------------------------------------------------------------------------- queues
 
-    def _enqueue(self, queue: str, input: Any = None, **options: Any) -> Request[str]:
+    def _enqueue(self, queue: str, input: Any = None, **options: Unpack[TaskOptions]) -> Request[str]:
         """Add a task; options as ``TaskSpec`` (priority, delay_s, idempotency_key, max_attempts, ...).
 
         Retried on connection errors only when it carries an ``idempotency_key``.
         """
-        with _checked("task options"):
-            spec = TaskSpec(input=_json(input), **options)
+        [spec] = task_specs([_json(input)], options, field="task options")
         return Request(
             "POST",
             f"/api/v1/queues/{_segment(queue)}/tasks",
@@ -268,10 +268,11 @@ class Calls:
             idempotent=spec.idempotency_key is not None,
         )
 
-    def _enqueue_many(self, queue: str, items: Iterable[Any], **options: Any) -> Request[builtins.list[str]]:
+    def _enqueue_many(
+        self, queue: str, items: Iterable[Any], **options: Unpack[TaskOptions]
+    ) -> Request[builtins.list[str]]:
         """Add many tasks at once (all or nothing); items are inputs or ``TaskSpec``."""
-        with _checked("task options"):
-            specs = [item if isinstance(item, TaskSpec) else TaskSpec(input=_json(item), **options) for item in items]
+        specs = task_specs((_json(item) for item in items), options, field="task options")
         tasks = [spec.model_dump(mode="json", exclude_none=True) for spec in specs]
         return Request(
             "POST", f"/api/v1/queues/{_segment(queue)}/tasks/batch", _field("task_ids"), json={"tasks": tasks}

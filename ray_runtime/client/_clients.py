@@ -12,10 +12,10 @@ import httpx
 
 from ray_runtime._twins import awaitable as _awaitable
 from ray_runtime._twins import blocking as _blocking
-from ray_runtime._version import __version__
 from ray_runtime.client._calls import Calls, _segment
 from ray_runtime.client._http import (
     ClientConfig,
+    Endpoint,
     Request,
     Sleep,
     decode_error,
@@ -28,7 +28,7 @@ from ray_runtime.client._session_calls import TURN_TIMEOUT_S, SessionCalls, turn
 from ray_runtime.client._tail import NEXT_FRAME, LogTail, Protocol, tail_flow
 from ray_runtime.errors import TimeoutError
 from ray_runtime.models.agent import End, Event, read_message
-from ray_runtime.models.api import TENANT_HEADER, JobInfo, StreamLimits
+from ray_runtime.models.api import JobInfo, StreamLimits
 
 __all__ = ["AsyncRuntimeClient", "RuntimeClient"]
 
@@ -47,8 +47,9 @@ def _ws_errors() -> tuple[type[BaseException], ...]:
     return (WebSocketException, *_STREAM_ERRORS)
 
 
-class _Base(Calls, SessionCalls):
-    """What both clients hold: the URL, the credentials, the config, the connection pool, and request building."""
+class _Base(Endpoint, Calls, SessionCalls):
+    """What both clients hold: the endpoint (URL, credentials, config), the connection pool, and request
+    building."""
 
     _http_class: type[httpx.Client] | type[httpx.AsyncClient]  # each client names its own; _run waits its way
 
@@ -71,10 +72,7 @@ class _Base(Calls, SessionCalls):
                 ``httpx.ASGITransport(app)`` for the async client, ...). Log tails over WebSocket always use
                 the network; pass ``protocol="http"`` to tail through the transport.
         """
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.tenant = tenant
-        self.config = config or ClientConfig()
+        super().__init__(base_url, api_key, tenant=tenant, config=config)
         self._http = self._http_class(
             base_url=self.base_url,
             headers=self._headers(),
@@ -82,18 +80,6 @@ class _Base(Calls, SessionCalls):
             limits=self.config.limits(),
             transport=transport,  # type: ignore[arg-type]
         )
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"user-agent": f"ray-runtime-client/{__version__}"}
-        if self.api_key:
-            headers["authorization"] = f"Bearer {self.api_key}"
-        if self.tenant:
-            headers[TENANT_HEADER] = self.tenant
-        return headers
-
-    def ws_base(self) -> str:
-        """The façade's URL for WebSockets (``ws://`` or ``wss://``)."""
-        return self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
 
     def _ws_url(self, tail: LogTail) -> str:
         query = "&".join(f"{key}={value}" for key, value in tail.params().items())

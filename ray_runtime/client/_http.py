@@ -18,9 +18,11 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, Field
 
+from ray_runtime._version import __version__
 from ray_runtime.errors import RayRuntimeError, UnavailableError, from_wire
+from ray_runtime.models.api import TENANT_HEADER
 
-__all__ = ["ClientConfig", "Request", "Sleep", "decode_error", "handshake_errors", "send_flow"]
+__all__ = ["ClientConfig", "Endpoint", "Request", "Sleep", "decode_error", "handshake_errors", "send_flow"]
 
 R = TypeVar("R")
 _RETRY_STATUSES = frozenset({502, 503, 504})
@@ -60,6 +62,42 @@ def next_step(flow: Generator[Any, Any, Any], answer: Any) -> Any:
         return flow.send(answer)
     except StopIteration:
         return None
+
+
+class Endpoint:
+    """Where the façade is and who calls it: what every request, stream and WebSocket of a client is built from.
+
+    Args:
+        base_url: The façade, e.g. ``http://head:8080``.
+        api_key: ``rrk_...`` (None: the façade must be in dev mode).
+        tenant: Sent as ``X-Ray-Runtime-Tenant``; with a key it may only repeat the key's tenant.
+        config: Timeouts, pool and retry policy.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        tenant: str | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.tenant = tenant
+        self.config = config or ClientConfig()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"user-agent": f"ray-runtime-client/{__version__}"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        if self.tenant:
+            headers[TENANT_HEADER] = self.tenant
+        return headers
+
+    def ws_base(self) -> str:
+        """The façade's URL for WebSockets (``ws://`` or ``wss://``)."""
+        return self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
 
 
 class ReconnectBudget:

@@ -10,19 +10,18 @@ with client.create_session("chat.assistant", config={"persona": "guide"}) as ses
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ray_runtime.models.sessions import Invocation, TurnRecord
-from ray_runtime.models.sessions import Session as SessionRecord
-
-if TYPE_CHECKING:
-    from ray_runtime.client._clients import AsyncRuntimeClient, RuntimeClient
+from ray_runtime.models.sessions import Invocation, SessionInfo, TurnRecord
 
 __all__ = ["AsyncSession", "Session"]
 
 
 class _SessionBase:
-    def __init__(self, client: Any, record: SessionRecord) -> None:
+    """A session and the client it was made by (a ``RuntimeClient`` or ``AsyncRuntimeClient``, which import this
+    module: they are held, not named)."""
+
+    def __init__(self, client: Any, record: SessionInfo) -> None:
         self._client = client
         self.record = record
 
@@ -41,8 +40,6 @@ class _SessionBase:
 
 class Session(_SessionBase):
     """An agent session, blocking; a context manager that closes it."""
-
-    _client: RuntimeClient
 
     def __enter__(self) -> Session:
         return self
@@ -94,7 +91,7 @@ class Session(_SessionBase):
         self.record = self._client._run(self._client._close_session(self.id))
         return self
 
-    def get(self) -> SessionRecord:
+    def get(self) -> SessionInfo:
         """Read its record again (status, counters, transitions)."""
         self.record = self._client._run(self._client._get_session(self.id))
         return self.record
@@ -111,8 +108,6 @@ class Session(_SessionBase):
 
 class AsyncSession(_SessionBase):
     """An agent session, awaitable; an async context manager that closes it."""
-
-    _client: AsyncRuntimeClient
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -152,7 +147,7 @@ class AsyncSession(_SessionBase):
         self.record = await self._client._run(self._client._close_session(self.id))
         return self
 
-    async def get(self) -> SessionRecord:
+    async def get(self) -> SessionInfo:
         self.record = await self._client._run(self._client._get_session(self.id))
         return self.record
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ray_runtime.client._calls import _segment, _typed
 from ray_runtime.client._http import Request
-from ray_runtime.models.sessions import Invocation, Session, SessionPage, Template, TurnRecord, TurnRequest
+from ray_runtime.models.sessions import Invocation, SessionInfo, SessionPage, Template, TurnRecord, TurnRequest
 
 __all__ = ["TURN_TIMEOUT_S", "SessionCalls", "turn_body"]
 
@@ -17,14 +17,8 @@ TURN_TIMEOUT_S = 3600.0  # how much longer than a plain call a turn's answer may
 
 
 def turn_body(request: Any) -> dict[str, Any]:
-    """A turn's input as the façade takes it: text, a ``TurnRequest``, a dict of text/data/turn_id, or JSON data."""
-    if isinstance(request, TurnRequest):
-        return request.model_dump(mode="json", exclude_none=True)
-    if isinstance(request, str):
-        return {"text": request}
-    if isinstance(request, Mapping) and request and set(request) <= {"text", "data", "turn_id"}:
-        return dict(request)
-    return {"data": request}
+    """A turn's input as the façade takes it (``TurnRequest.of``: text, a turn request, or JSON data)."""
+    return TurnRequest.of(request).body()
 
 
 class SessionCalls:
@@ -50,14 +44,14 @@ class SessionCalls:
         config: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         idle_timeout_s: float | None = None,
-    ) -> Request[Session]:
+    ) -> Request[SessionInfo]:
         body: dict[str, Any] = {"template": template, "config": dict(config or {}), "metadata": metadata}
         if idle_timeout_s is not None:
             body["idle_timeout_s"] = idle_timeout_s
-        return Request("POST", "/api/v1/sessions", _typed(Session), json=body)
+        return Request("POST", "/api/v1/sessions", _typed(SessionInfo), json=body)
 
-    def _get_session(self, session_id: str) -> Request[Session]:
-        return Request("GET", f"/api/v1/sessions/{_segment(session_id)}", _typed(Session))
+    def _get_session(self, session_id: str) -> Request[SessionInfo]:
+        return Request("GET", f"/api/v1/sessions/{_segment(session_id)}", _typed(SessionInfo))
 
     def _list_sessions(
         self,
@@ -82,8 +76,8 @@ class SessionCalls:
         path = f"/api/v1/sessions/{_segment(session_id)}/invoke"
         return Request("POST", path, _typed(Invocation), json=turn_body(request), extra_timeout_s=TURN_TIMEOUT_S)
 
-    def _session_action(self, session_id: str, action: str, body: Any = None) -> Request[Session]:
-        return Request("POST", f"/api/v1/sessions/{_segment(session_id)}/{action}", _typed(Session), json=body)
+    def _session_action(self, session_id: str, action: str, body: Any = None) -> Request[SessionInfo]:
+        return Request("POST", f"/api/v1/sessions/{_segment(session_id)}/{action}", _typed(SessionInfo), json=body)
 
     def _cancel_turn(self, session_id: str, turn_id: str | None = None) -> Request[bool]:
         """Ask the running turn to stop; whether one was running."""
@@ -95,8 +89,8 @@ class SessionCalls:
             idempotent=True,
         )
 
-    def _close_session(self, session_id: str) -> Request[Session]:
-        return Request("DELETE", f"/api/v1/sessions/{_segment(session_id)}", _typed(Session))
+    def _close_session(self, session_id: str) -> Request[SessionInfo]:
+        return Request("DELETE", f"/api/v1/sessions/{_segment(session_id)}", _typed(SessionInfo))
 
     def _session_transcript(self, session_id: str) -> Request[builtins.list[TurnRecord]]:
         """A session's turns, oldest first."""

@@ -24,10 +24,10 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray_runtime.client._calls import _segment
-from ray_runtime.client._http import ReconnectBudget, Sleep, handshake_errors, next_step
+from ray_runtime.client._http import Endpoint, ReconnectBudget, Sleep, handshake_errors, next_step
 from ray_runtime.errors import (
     BadRequestError,
     HostLostError,
@@ -53,9 +53,6 @@ from ray_runtime.models.agent import (
     frame,
     server_message_adapter,
 )
-
-if TYPE_CHECKING:
-    from ray_runtime.client._clients import AsyncRuntimeClient, RuntimeClient
 
 __all__ = ["AgentSocket", "AsyncAgentSocket", "AsyncResponseIterator", "ResponseIterator", "SocketState"]
 
@@ -319,7 +316,7 @@ class AsyncResponseIterator(_Reply):
 class _SocketBase:
     def __init__(
         self,
-        client: Any,
+        client: Endpoint,
         session_id: str,
         put: Callable[[Any, Any], None],
         *,
@@ -378,7 +375,7 @@ class AgentSocket(_SocketBase):
         on_message: Called with messages of turns other sockets started, and connection errors.
     """
 
-    def __init__(self, client: RuntimeClient, session_id: str, **options: Any) -> None:
+    def __init__(self, client: Endpoint, session_id: str, **options: Any) -> None:
         super().__init__(client, session_id, lambda sink, item: sink.put(item), **options)
         self._ws: Any = None
         self._reader: threading.Thread | None = None
@@ -456,7 +453,7 @@ class AgentSocket(_SocketBase):
 class AsyncAgentSocket(_SocketBase):
     """A session's agent protocol over a WebSocket, async; ``async with session.socket() as socket``."""
 
-    def __init__(self, client: AsyncRuntimeClient, session_id: str, **options: Any) -> None:
+    def __init__(self, client: Endpoint, session_id: str, **options: Any) -> None:
         super().__init__(client, session_id, lambda sink, item: sink.put_nowait(item), **options)
         self._ws: Any = None
         self._reader: asyncio.Task[None] | None = None

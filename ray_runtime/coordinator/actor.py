@@ -24,32 +24,61 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 
 from ray_runtime.checks import check_number
-from ray_runtime.config import CoordinatorSettings
-from ray_runtime.coordinator import packing
+from ray_runtime.config import NAMESPACE, CoordinatorSettings
 from ray_runtime.coordinator.journal import Journal, MemoryJournal, SQLiteJournal
+from ray_runtime.coordinator.messages import (
+    AddResources,
+    Claim,
+    Complete,
+    CompleteAndClaim,
+    CompleteMany,
+    CompleteManyAndClaim,
+    Completion,
+    Enqueue,
+    Fail,
+    Heartbeat,
+    KvKey,
+    KvList,
+    KvPut,
+    Query,
+    QueueRef,
+    ResourcesHistory,
+    ResourcesRef,
+    RunFinish,
+    RunList,
+    RunProgress,
+    RunRef,
+    RunStart,
+    TaskRef,
+    TenantRef,
+    Wait,
+    WaitResources,
+)
+from ray_runtime.coordinator.packing import pack as encode
+from ray_runtime.coordinator.packing import read as decode
+from ray_runtime.coordinator.postgres import FencedError
 from ray_runtime.coordinator.session_methods import SessionMethods
 from ray_runtime.coordinator.snapshots import SnapshotStore
 from ray_runtime.coordinator.state import (
     CoordinatorState,
     Limits,
-    NewTask,
     ResourcesRecord,
     RunRecord,
     TaskRecord,
 )
-from ray_runtime.errors import ResourcesNotFoundError, ValidationError
+from ray_runtime.errors import CoordinatorUnavailableError, ResourcesNotFoundError, ValidationError
 from ray_runtime.models.resources import RESOURCE_TYPES, named_resources_adapter
 
-__all__ = ["POLL_GROUP", "CoordinatorActor", "pack", "unpack"]
+__all__ = ["CoordinatorActor", "pack", "read"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-POLL_GROUP = "poll"  # the concurrency group of calls that may sleep (long-poll claims, wait)
+M = TypeVar("M")
 _MAX_WAIT_S = 300.0
 _SESSION_SWEEP_S = 1.0  # idle timeouts and lifetimes are checked this often
 
@@ -75,13 +104,15 @@ CPU = CpuSplit()
 
 
 def pack(value: Any) -> bytes:
+    """An answer for the trip back through Ray (its CPU counted as the codec's)."""
     with CPU.part("codec"):
-        return packing.pack(value)
+        return encode(value)
 
 
-def unpack(payload: bytes) -> Any:
+def read(payload: bytes, kind: type[M]) -> M:
+    """A call's message, checked to be ``kind`` (its CPU counted as the codec's)."""
     with CPU.part("codec"):
-        return packing.unpack(payload)
+        return decode(payload, kind)
 
 
 def _render_leases(records: list[TaskRecord]) -> list[dict[str, Any]]:
@@ -159,11 +190,12 @@ class _Wakeups:
 class CoordinatorActor(SessionMethods):
     """Task queues, versioned resources, plugin runs and agent sessions, durable across restarts of this actor."""
 
-    def __init__(self, name: str, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, overrides: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> None:
         started = time.perf_counter()
         self._began_at = time.time()
         self._first_call_at: float | None = None
         self.name = name
+        self.namespace = namespace  # its Ray namespace, where its session hosts live (not its creator's)
         self.settings = CoordinatorSettings(**(overrides or {}))
         self._lock = threading.Lock()  # guards the state and everything below
         self._journal_lock = threading.Lock()  # one journal writer at a time
@@ -189,7 +221,7 @@ class CoordinatorActor(SessionMethods):
             on_ready=self._wakeups.queue_ready,
             on_finished=self._wakeups.finished,
         )
-        self._snapshots = SnapshotStore(None if self._in_memory() else self.settings.snapshot_dir(name))
+        self._snapshots = self._open_snapshots()
         self._replayed = self._replay()
         self._replay_s = time.perf_counter() - started
         self._checkpointer = self._start_checkpointer()
@@ -233,10 +265,22 @@ class CoordinatorActor(SessionMethods):
         return str(self.settings.storage) == ":memory:"
 
     def _open_journal(self) -> Journal:
+        if self.settings.journal_url:
+            from ray_runtime.coordinator.postgres import PostgresJournal
+
+            return PostgresJournal(self.settings.journal_url, self.name, synchronous=self.settings.journal_synchronous)
         if self._in_memory():
             return MemoryJournal()
         path = self.settings.journal_path(self.name)
         return SQLiteJournal(path, synchronous=self.settings.journal_synchronous)
+
+    def _open_snapshots(self) -> Any:
+        """Where session snapshots go: the journal's database, else files beside it, else memory."""
+        if self.settings.journal_url:
+            from ray_runtime.coordinator.postgres import PostgresSnapshotStore
+
+            return PostgresSnapshotStore(self.settings.journal_url, self.name)
+        return SnapshotStore(None if self._in_memory() else self.settings.snapshot_dir(self.name))
 
     # ----------------------------------------------------------------------------------- durability
 
@@ -258,11 +302,23 @@ class CoordinatorActor(SessionMethods):
                 upto = self._changed
             try:
                 self._journal.write(changes)
+            except FencedError as exc:
+                self._stop_fenced(str(exc))
             except BaseException:
                 # The state is ahead of the journal now; only a replay makes them agree again. Ray restarts us.
                 logger.critical("journal write failed; exiting so the coordinator restarts and replays", exc_info=True)
                 os._exit(70)
             self._written = upto
+
+    def _stop_fenced(self, reason: str) -> NoReturn:
+        """A newer coordinator owns the journal: answer nothing more, and exit for good (Ray must not restart this
+        one: a restart would take the journal back from its successor)."""
+        import ray
+
+        logger.critical("%s", reason)
+        with contextlib.suppress(BaseException):
+            ray.actor.exit_actor()  # an intended exit, so not restarted; the calls in flight end first
+        raise CoordinatorUnavailableError(f"{reason}; connect again to reach the coordinator that replaced it")
 
     @contextlib.contextmanager
     def _durably(self) -> Iterator[None]:
@@ -315,16 +371,16 @@ class CoordinatorActor(SessionMethods):
     # ------------------------------------------------------------------------------------- producers
 
     def enqueue(self, payload: bytes) -> bytes:
-        tenant, queue, tasks = unpack(payload)
-        return self._call(list, self._state.tasks.enqueue, tenant, queue, [NewTask(*t) for t in tasks])
+        message = read(payload, Enqueue)
+        return self._call(list, self._state.tasks.enqueue, message.tenant, message.queue, message.tasks)
 
     # --------------------------------------------------------------------------------------- workers
 
     def claim(self, payload: bytes) -> bytes:
         """Lease tasks; with ``wait_s`` sleep until some are claimable (runs in the poll group then)."""
-        tenant, queue, worker_id, max_tasks, lease_s, wait_s, node_id, request_id = unpack(payload)
-        check_number("wait_s", wait_s, low=0, high=_MAX_WAIT_S)
-        return pack(self._claim(tenant, queue, worker_id, max_tasks, lease_s, wait_s, node_id, request_id))
+        message = read(payload, Claim)
+        check_number("wait_s", message.wait_s, low=0, high=_MAX_WAIT_S)
+        return pack(self._claim(*message))
 
     def _claim(
         self,
@@ -350,21 +406,21 @@ class CoordinatorActor(SessionMethods):
                 self._wakeups.until_ready(tenant, queue, remaining)
 
     def heartbeat(self, payload: bytes) -> bytes:
-        tenant, attempt_id, extend_s = unpack(payload)
-        return self._call(TaskRecord.lease_wire, self._state.tasks.heartbeat, tenant, attempt_id, extend_s)
+        message = read(payload, Heartbeat)
+        return self._call(TaskRecord.lease_wire, self._state.tasks.heartbeat, *message)
 
     def complete(self, payload: bytes) -> bytes:
-        tenant, attempt_id, result, request_id = unpack(payload)
+        m = read(payload, Complete)
         return self._call(
-            TaskRecord.wire, self._state.tasks.complete, tenant, attempt_id, result, request_id=request_id
+            TaskRecord.wire, self._state.tasks.complete, m.tenant, m.attempt_id, m.result, request_id=m.request_id
         )
 
     def complete_many(self, payload: bytes) -> bytes:
         """Complete several attempts in one call; one outcome per item: None if accepted, else the error."""
-        tenant, items = unpack(payload)
-        return self._call(list, self._complete_each, tenant, items)
+        message = read(payload, CompleteMany)
+        return self._call(list, self._complete_each, message.tenant, message.items)
 
-    def _complete_each(self, tenant: str, items: list[tuple[str, str, str | None]]) -> list[Exception | None]:
+    def _complete_each(self, tenant: str, items: list[Completion]) -> list[Exception | None]:
         outcomes: list[Exception | None] = []
         complete = self._state.tasks.complete
         for attempt_id, result, request_id in items:
@@ -377,84 +433,85 @@ class CoordinatorActor(SessionMethods):
 
     def complete_many_and_claim(self, payload: bytes) -> bytes:
         """Complete several attempts, then claim more, in one call and one journal write (a batch worker's loop)."""
-        tenant, items, queue, worker_id, max_tasks, lease_s, node_id, claim_id = unpack(payload)
-        self._state.tasks.check_claim(tenant, queue, worker_id, max_tasks, lease_s, claim_id)
-        claim = dict(max_tasks=max_tasks, lease_s=lease_s, node_id=node_id, request_id=claim_id)
+        m = read(payload, CompleteManyAndClaim)
+        self._state.tasks.check_claim(m.tenant, m.queue, m.worker_id, m.max_tasks, m.lease_s, m.claim_id)
+        claim = dict(max_tasks=m.max_tasks, lease_s=m.lease_s, node_id=m.node_id, request_id=m.claim_id)
 
         def complete_then_claim() -> dict[str, Any]:
-            outcomes = self._complete_each(tenant, items)
-            leases = _render_leases(self._state.tasks.claim(tenant, queue, worker_id, **claim))
+            outcomes = self._complete_each(m.tenant, m.items)
+            leases = _render_leases(self._state.tasks.claim(m.tenant, m.queue, m.worker_id, **claim))
             return {"outcomes": outcomes, "leases": leases}
 
         return self._call(dict, complete_then_claim)
 
     def complete_and_claim(self, payload: bytes) -> bytes:
         """Hand in a result and take the next task(s) in one round trip and one journal write."""
-        (tenant, attempt_id, result, request_id, queue, worker_id, max_tasks, lease_s, wait_s, node_id, claim_id) = (
-            unpack(payload)
-        )
-        check_number("wait_s", wait_s, low=0, high=_MAX_WAIT_S)
-        self._state.tasks.check_claim(tenant, queue, worker_id, max_tasks, lease_s, claim_id)
-        claim = dict(max_tasks=max_tasks, lease_s=lease_s, node_id=node_id, request_id=claim_id)
+        m = read(payload, CompleteAndClaim)
+        check_number("wait_s", m.wait_s, low=0, high=_MAX_WAIT_S)
+        self._state.tasks.check_claim(m.tenant, m.queue, m.worker_id, m.max_tasks, m.lease_s, m.claim_id)
+        claim = dict(max_tasks=m.max_tasks, lease_s=m.lease_s, node_id=m.node_id, request_id=m.claim_id)
 
         def complete_then_claim() -> dict[str, Any]:
-            task = self._state.tasks.complete(tenant, attempt_id, result, request_id=request_id).wire()
-            return {"task": task, "leases": _render_leases(self._state.tasks.claim(tenant, queue, worker_id, **claim))}
+            task = self._state.tasks.complete(m.tenant, m.attempt_id, m.result, request_id=m.request_id).wire()
+            leases = _render_leases(self._state.tasks.claim(m.tenant, m.queue, m.worker_id, **claim))
+            return {"task": task, "leases": leases}
 
         answer = self._apply(dict, complete_then_claim)
-        if not answer["leases"] and wait_s > 0:
-            answer["leases"] = self._claim(tenant, queue, worker_id, max_tasks, lease_s, wait_s, node_id, claim_id)
+        if not answer["leases"] and m.wait_s > 0:
+            answer["leases"] = self._claim(
+                m.tenant, m.queue, m.worker_id, m.max_tasks, m.lease_s, m.wait_s, m.node_id, m.claim_id
+            )
         return pack(answer)
 
     def fail(self, payload: bytes) -> bytes:
-        tenant, attempt_id, error, retryable, request_id = unpack(payload)
+        m = read(payload, Fail)
         return self._call(
             TaskRecord.wire,
             self._state.tasks.fail,
-            tenant,
-            attempt_id,
-            error,
-            retryable=retryable,
-            request_id=request_id,
+            m.tenant,
+            m.attempt_id,
+            m.error,
+            retryable=m.retryable,
+            request_id=m.request_id,
         )
 
     # ------------------------------------------------------------------------------------- operators
 
     def cancel(self, payload: bytes) -> bytes:
-        return self._call(TaskRecord.wire, self._state.tasks.cancel, *unpack(payload))
+        return self._call(TaskRecord.wire, self._state.tasks.cancel, *read(payload, TaskRef))
 
     def retry(self, payload: bytes) -> bytes:
-        return self._call(TaskRecord.wire, self._state.tasks.retry, *unpack(payload))
+        return self._call(TaskRecord.wire, self._state.tasks.retry, *read(payload, TaskRef))
 
     def purge(self, payload: bytes) -> bytes:
-        return self._call(int, self._state.tasks.purge, *unpack(payload))
+        return self._call(int, self._state.tasks.purge, *read(payload, QueueRef))
 
     # ----------------------------------------------------------------------------------------- reads
 
     def get(self, payload: bytes) -> bytes:
-        return self._call(TaskRecord.wire, self._state.tasks.get, *unpack(payload))
+        return self._call(TaskRecord.wire, self._state.tasks.get, *read(payload, TaskRef))
 
     def query(self, payload: bytes) -> bytes:
-        tenant, queue, status, limit, cursor, resources_id = unpack(payload)
+        m = read(payload, Query)
 
         def render(page: tuple[list[TaskRecord], str | None]) -> dict[str, Any]:
             return {"items": [r.wire() for r in page[0]], "next_cursor": page[1]}
 
-        filters = dict(queue=queue, status=status, limit=limit, cursor=cursor, resources_id=resources_id)
-        return self._call(render, self._state.tasks.query, tenant, **filters)
+        filters = dict(queue=m.queue, status=m.status, limit=m.limit, cursor=m.cursor, resources_id=m.resources_id)
+        return self._call(render, self._state.tasks.query, m.tenant, **filters)
 
     def stats(self, payload: bytes) -> bytes:
-        return self._call(dict, self._state.tasks.stats, *unpack(payload))
+        return self._call(dict, self._state.tasks.stats, *read(payload, QueueRef))
 
     def queues(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.tasks.queues, *unpack(payload))
+        return self._call(list, self._state.tasks.queues, *read(payload, TenantRef))
 
     def workers(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.tasks.workers, *unpack(payload))
+        return self._call(list, self._state.tasks.workers, *read(payload, TenantRef))
 
     def wait(self, payload: bytes) -> bytes:
         """Sleep until the tasks finish (all, or the first) or the timeout passes; then report (poll group)."""
-        tenant, task_ids, timeout_s, first = unpack(payload)
+        tenant, task_ids, timeout_s, first = read(payload, Wait)
         check_number("timeout_s", timeout_s, low=0, high=_MAX_WAIT_S)
         with self._durably():  # what we report finished is durable before we say so
             records = [self._state.tasks.get(tenant, task_id) for task_id in task_ids]
@@ -472,7 +529,7 @@ class CoordinatorActor(SessionMethods):
 
     def add_resources(self, payload: bytes) -> bytes:
         """Validate and publish a version; with ``merge`` it is the latest version updated with ``body``."""
-        tenant, body, merge = unpack(payload)
+        tenant, body, merge = read(payload, AddResources)
         named = _validate_resources(body)
 
         def publish() -> ResourcesRecord:
@@ -488,7 +545,7 @@ class CoordinatorActor(SessionMethods):
 
     def wait_resources(self, payload: bytes) -> bytes:
         """Sleep until the tenant has a resources version newer than ``after_version`` (poll group)."""
-        tenant, after_version, timeout_s = unpack(payload)
+        tenant, after_version, timeout_s = read(payload, WaitResources)
         check_number("timeout_s", timeout_s, low=0, high=_MAX_WAIT_S)
         deadline = time.monotonic() + timeout_s
         with self._lock:
@@ -505,37 +562,38 @@ class CoordinatorActor(SessionMethods):
                 self._resources_published.wait(remaining)
 
     def get_resources(self, payload: bytes) -> bytes:
-        return self._call(ResourcesRecord.wire, self._state.resources.get, *unpack(payload))
+        return self._call(ResourcesRecord.wire, self._state.resources.get, *read(payload, ResourcesRef))
 
     def latest_resources(self, payload: bytes) -> bytes:
-        return self._call(ResourcesRecord.wire, self._state.resources.latest, *unpack(payload))
+        return self._call(ResourcesRecord.wire, self._state.resources.latest, *read(payload, TenantRef))
 
     def resources_history(self, payload: bytes) -> bytes:
-        return self._call(lambda records: [r.wire() for r in records], self._state.resources.history, *unpack(payload))
+        message = read(payload, ResourcesHistory)
+        return self._call(lambda records: [r.wire() for r in records], self._state.resources.history, *message)
 
     # ------------------------------------------------------------------------------------------ runs
 
     def run_start(self, payload: bytes) -> bytes:
-        return self._call(RunRecord.wire, self._state.runs.start, *unpack(payload))
+        return self._call(RunRecord.wire, self._state.runs.start, *read(payload, RunStart))
 
     def run_progress(self, payload: bytes) -> bytes:
-        return self._call(RunRecord.wire, self._state.runs.progress, *unpack(payload))
+        return self._call(RunRecord.wire, self._state.runs.progress, *read(payload, RunProgress))
 
     def run_finish(self, payload: bytes) -> bytes:
-        tenant, run_id, result, error = unpack(payload)
+        tenant, run_id, result, error = read(payload, RunFinish)
         return self._call(RunRecord.wire, self._state.runs.finish, tenant, run_id, result=result, error=error)
 
     def run_get(self, payload: bytes) -> bytes:
-        return self._call(RunRecord.wire, self._state.runs.get, *unpack(payload))
+        return self._call(RunRecord.wire, self._state.runs.get, *read(payload, RunRef))
 
     def run_find(self, payload: bytes) -> bytes:
         """``run_get`` that answers None for an unknown run (an exception through Ray costs milliseconds)."""
         return self._call(
-            lambda record: None if record is None else record.wire(), self._state.runs.find, *unpack(payload)
+            lambda record: None if record is None else record.wire(), self._state.runs.find, *read(payload, RunRef)
         )
 
     def runs(self, payload: bytes) -> bytes:
-        tenant, plugin, limit = unpack(payload)
+        tenant, plugin, limit = read(payload, RunList)
         return self._call(
             lambda records: [r.wire() for r in records], self._state.runs.list, tenant, plugin=plugin, limit=limit
         )
@@ -543,17 +601,17 @@ class CoordinatorActor(SessionMethods):
     # -------------------------------------------------------------------------------------------- kv
 
     def kv_put(self, payload: bytes) -> bytes:
-        namespace, key, value, if_absent = unpack(payload)
+        namespace, key, value, if_absent = read(payload, KvPut)
         return self._call(bool, self._state.kv.put, namespace, key, value, if_absent=if_absent)
 
     def kv_get(self, payload: bytes) -> bytes:
-        return self._call(lambda value: value, self._state.kv.get, *unpack(payload))
+        return self._call(lambda value: value, self._state.kv.get, *read(payload, KvKey))
 
     def kv_delete(self, payload: bytes) -> bytes:
-        return self._call(bool, self._state.kv.delete, *unpack(payload))
+        return self._call(bool, self._state.kv.delete, *read(payload, KvKey))
 
     def kv_list(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.kv.list, *unpack(payload))
+        return self._call(list, self._state.kv.list, *read(payload, KvList))
 
     # ---------------------------------------------------------------------------------------- health
 
@@ -585,7 +643,7 @@ class CoordinatorActor(SessionMethods):
                 "replayed_tasks": self._replayed,
                 "replay_s": self._replay_s,
                 "start": self._start_figures(),
-                "journal": str(getattr(self._journal, "path", ":memory:")),
+                "journal": getattr(self._journal, "location", ":memory:"),
                 "durable": self._journal.capabilities["durable"],
                 "journal_backlog_bytes": getattr(self._journal, "backlog", 0),
                 "counts": counts,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
 from ray_runtime.coordinator.changelog import START, ChangeLog, Position
-from ray_runtime.coordinator.sessions import TURNS_KEPT
+from ray_runtime.coordinator.session_table import TURNS_KEPT
 from ray_runtime.coordinator.state import (
     TASK_ROW_FIELDS,
     ChangeSet,
@@ -36,7 +36,7 @@ from ray_runtime.coordinator.state import (
 )
 from ray_runtime.models.tasks import TaskStatus
 
-__all__ = ["Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJournal", "Slice"]
+__all__ = ["FencedError", "Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJournal", "Slice"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ _INSERT_TASK = (
     f"INSERT OR REPLACE INTO tasks ({', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * len(_RECORD_FIELDS))})"
 )
 _UPDATE_TASK = f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in TASK_ROW_FIELDS[1:])} WHERE id = ?"
+
+
+class FencedError(RuntimeError):
+    """A newer coordinator took the journal over (a higher epoch): this one must stop and never write again."""
 
 
 class JournalCapabilities(TypedDict):
@@ -133,6 +137,10 @@ class Journal:
     def close(self) -> None:
         """Release files; the journal is not used afterwards."""
 
+    def reopen(self) -> Journal:
+        """A journal on the same storage, as a restarted coordinator opens it (this one is closed first)."""
+        raise NotImplementedError
+
 
 class MemoryJournal(Journal):
     """Change sets kept in this process only: a coordinator on it forgets everything when its process ends.
@@ -160,6 +168,9 @@ class MemoryJournal(Journal):
     def write(self, changes: ChangeSet) -> None:
         if changes:
             self._fold.add_entry(_entry(changes))
+
+    def reopen(self) -> Journal:
+        return self  # the memory is the storage: only this process holds it
 
 
 class Slice(NamedTuple):
@@ -485,3 +496,12 @@ class SQLiteJournal(Journal):
     def close(self) -> None:
         self.log.close()
         self._db.close()
+
+    def reopen(self) -> Journal:
+        self.close()
+        return SQLiteJournal(self.path, synchronous="FULL" if self.capabilities["survives_power_loss"] else "NORMAL")
+
+    @property
+    def location(self) -> str:
+        """Where it is, for people (``info()``)."""
+        return str(self.path)

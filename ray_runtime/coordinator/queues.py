@@ -69,13 +69,13 @@ class NewTask(NamedTuple):
 
     task_id: str
     input: str
-    priority: int = 0
-    delay_s: float = 0.0
-    idempotency_key: str | None = None
-    max_attempts: int = 3
-    lease_s: float | None = None
-    resources_id: str | None = None
-    metadata: str | None = None
+    priority: int
+    delay_s: float
+    idempotency_key: str | None
+    max_attempts: int
+    lease_s: float | None
+    resources_id: str | None
+    metadata: str | None
 
 
 @dataclass(slots=True, eq=False)

@@ -16,15 +16,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ray_runtime.coordinator.packing import pack, unpack
-from ray_runtime.coordinator.sessions import SessionRecord
+from ray_runtime.coordinator.messages import (
+    SessionCheckpoint,
+    SessionClosed,
+    SessionCreate,
+    SessionFailed,
+    SessionImport,
+    SessionList,
+    SessionOpened,
+    SessionRef,
+    SessionReport,
+    SessionRest,
+    SessionResume,
+    SessionSnapshot,
+    TenantRef,
+)
+from ray_runtime.coordinator.packing import pack, read
+from ray_runtime.coordinator.session_table import SessionRecord
 from ray_runtime.coordinator.snapshots import SnapshotStore
 from ray_runtime.errors import InvalidArgumentError, RayRuntimeError
 
 __all__ = ["SessionMethods", "host_name", "pool_prefix"]
 
 logger = logging.getLogger(__name__)
-HOST_NAMESPACE = "ray_runtime"
 _WATCH_EVERY_S = 0.5
 
 MAX_IMPORT = 10_000  # sessions per import call
@@ -59,6 +73,7 @@ class SessionMethods:
     """Session calls of the coordinator actor (the shell's ``_call``, ``_durably`` and ``_state`` are its own)."""
 
     _state: Any
+    namespace: str  # the coordinator's Ray namespace: its session hosts live there
     _snapshots: SnapshotStore
     _call: Callable[..., bytes]
     _durably: Callable[[], contextlib.AbstractContextManager[None]]
@@ -74,7 +89,7 @@ class SessionMethods:
 
     def session_create(self, payload: bytes) -> bytes:
         """Record a session and choose its host; answers the record and the host's name."""
-        tenant, session_id, template, version, options, config, metadata, parent_id = unpack(payload)
+        tenant, session_id, template, version, options, config, metadata, parent_id = read(payload, SessionCreate)
 
         def create() -> dict[str, Any]:
             record = self._new_session(tenant, session_id, template, version, options, config, metadata, parent_id)
@@ -87,7 +102,7 @@ class SessionMethods:
     def session_import(self, payload: bytes) -> bytes:
         """Record many sessions as PAUSED at once, in one durable change (a migration, a seed); each starts fresh
         from its config when resumed. Answers their ids."""
-        tenant, template, version, options, items = unpack(payload)
+        tenant, template, version, options, items = read(payload, SessionImport)
         if not isinstance(items, list) or len(items) > MAX_IMPORT:
             raise InvalidArgumentError("items", f"must be a list of at most {MAX_IMPORT} sessions")
 
@@ -139,7 +154,7 @@ class SessionMethods:
         record, where it goes, and the checkpoint to restore. A session already coming back answers as it is."""
         from ray_runtime.errors import SessionClosedError, SessionPausedError
 
-        tenant, session_id, explicit, options = unpack(payload)
+        tenant, session_id, explicit, options = read(payload, SessionResume)
 
         def resume() -> dict[str, Any]:
             record = self._state.sessions.get(tenant, session_id)
@@ -166,26 +181,26 @@ class SessionMethods:
         return self._call(dict, resume)
 
     def session_opened(self, payload: bytes) -> bytes:
-        tenant, session_id, host, cause = unpack(payload)
+        tenant, session_id, host, cause = read(payload, SessionOpened)
         answer = self._call(_wire, self._state.sessions.opened, tenant, session_id, host, cause)
         self._watch(host)
         return answer
 
     def session_abort(self, payload: bytes) -> bytes:
-        return self._call(lambda _: None, self._state.sessions.abort, *unpack(payload))
+        return self._call(lambda _: None, self._state.sessions.abort, *read(payload, SessionRef))
 
     def session_failed(self, payload: bytes) -> bytes:
-        return self._call(_wire, self._state.sessions.failed, *unpack(payload))
+        return self._call(_wire, self._state.sessions.failed, *read(payload, SessionFailed))
 
     def session_rest(self, payload: bytes) -> bytes:
         """Its agent was snapshotted (the bytes come along) and let go: PAUSED or INACTIVE."""
-        tenant, session_id, status, blob, seq, cause = unpack(payload)
+        tenant, session_id, status, blob, seq, cause = read(payload, SessionRest)
         self._state.sessions.get(tenant, session_id)  # (read-only) a missing session stores no snapshot
         checkpoint = self._snapshots.put(session_id, blob) if blob is not None else None
         return self._call(_wire, self._state.sessions.rested, tenant, session_id, status, checkpoint, seq, cause)
 
     def session_checkpoint(self, payload: bytes) -> bytes:
-        tenant, session_id, blob, seq = unpack(payload)
+        tenant, session_id, blob, seq = read(payload, SessionCheckpoint)
         self._state.sessions.get(tenant, session_id)
         checkpoint = self._snapshots.put(session_id, blob)
         return self._call(
@@ -193,14 +208,14 @@ class SessionMethods:
         )
 
     def session_closed(self, payload: bytes) -> bytes:
-        return self._call(_wire, self._state.sessions.closed, *unpack(payload))
+        return self._call(_wire, self._state.sessions.closed, *read(payload, SessionClosed))
 
     def session_refresh(self, payload: bytes) -> bytes:
-        return self._call(_wire, self._state.sessions.refreshed, *unpack(payload))
+        return self._call(_wire, self._state.sessions.refreshed, *read(payload, SessionRef))
 
     def session_report(self, payload: bytes) -> bytes:
         """A host's batch: counters per session, and transcript turns."""
-        tenant, reports, turns = unpack(payload)
+        tenant, reports, turns = read(payload, SessionReport)
 
         def report() -> None:
             for session_id, invocations, tokens, at, seq in reports:
@@ -211,10 +226,10 @@ class SessionMethods:
         return self._call(lambda _: None, report)
 
     def session_get(self, payload: bytes) -> bytes:
-        return self._call(_wire, self._state.sessions.get, *unpack(payload))
+        return self._call(_wire, self._state.sessions.get, *read(payload, SessionRef))
 
     def session_list(self, payload: bytes) -> bytes:
-        tenant, status, template, metadata, limit, cursor = unpack(payload)
+        tenant, status, template, metadata, limit, cursor = read(payload, SessionList)
 
         def render(page: tuple[list[SessionRecord], str | None]) -> dict[str, Any]:
             return {"items": [r.wire() for r in page[0]], "next_cursor": page[1]}
@@ -231,17 +246,17 @@ class SessionMethods:
         )
 
     def session_transcript(self, payload: bytes) -> bytes:
-        return self._call(list, self._state.sessions.transcript, *unpack(payload))
+        return self._call(list, self._state.sessions.transcript, *read(payload, SessionRef))
 
     def session_snapshot(self, payload: bytes) -> bytes:
         """The bytes of one of a session's snapshots (a host restoring or forking it)."""
-        tenant, session_id, key = unpack(payload)
+        tenant, session_id, key = read(payload, SessionSnapshot)
         with self._durably():
             self._state.sessions.get(tenant, session_id)
         return pack(self._snapshots.get(session_id, key))
 
     def session_counts(self, payload: bytes) -> bytes:
-        return self._call(dict, self._state.sessions.counts, *unpack(payload))
+        return self._call(dict, self._state.sessions.counts, *read(payload, TenantRef))
 
     # ------------------------------------------------------------------------------------ sweeping, watching
 
@@ -264,7 +279,7 @@ class SessionMethods:
         import ray
 
         try:
-            host = ray.get_actor(record.host, namespace=HOST_NAMESPACE)
+            host = ray.get_actor(record.host, namespace=self.namespace)
         except ValueError:
             return  # already gone: the watch settles its sessions
         (host.unload if action == "unload" else host.close).remote(record.id, cause)
@@ -276,7 +291,7 @@ class SessionMethods:
             if host in self._watched:
                 return
             try:
-                handle = ray.get_actor(host, namespace=HOST_NAMESPACE)
+                handle = ray.get_actor(host, namespace=self.namespace)
             except ValueError:
                 self._watched[host] = None  # gone while we were away: settle its sessions now
                 return

@@ -18,7 +18,7 @@ from ray_runtime.coordinator.kv import SystemStore
 from ray_runtime.coordinator.queues import TASK_ROW_FIELDS, NewTask, TaskQueues, TaskRecord
 from ray_runtime.coordinator.resources import ResourcesRecord, ResourceVersions
 from ray_runtime.coordinator.runs import RunRecord, RunRegistry
-from ray_runtime.coordinator.sessions import SessionRecord, SessionRegistry
+from ray_runtime.coordinator.session_table import SessionRecord, SessionTable
 from ray_runtime.models.api import LIMITS_NAMESPACE
 
 __all__ = [
@@ -112,7 +112,7 @@ class CoordinatorState:
         )
         self.runs = RunRegistry(retention=limits.runs_retention, max_bytes=max_bytes, clock=clock)
         self.kv = SystemStore(max_bytes=max_bytes)
-        self.sessions = SessionRegistry(
+        self.sessions = SessionTable(
             max_bytes=max_bytes,
             retention_s=limits.session_retention_s,
             clock=clock,

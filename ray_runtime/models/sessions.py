@@ -4,17 +4,20 @@ transcript keeps. No Ray, no FastAPI."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from ray_runtime.checks import NAME
+from ray_runtime.errors import ValidationError
 from ray_runtime.models.numbers import Number
 
 __all__ = [
     "Invocation",
-    "Session",
     "SessionCreateRequest",
+    "SessionInfo",
     "SessionPage",
     "SessionStatus",
     "Template",
@@ -67,7 +70,7 @@ class Transition(BaseModel):
     cause: str
 
 
-class Session(BaseModel):
+class SessionInfo(BaseModel):
     """A session as the registry holds it. Counters and last activity are reported by its host at most a second
     late."""
 
@@ -102,7 +105,7 @@ class Session(BaseModel):
 class SessionPage(BaseModel):
     """A page of sessions, newest first; pass ``next_cursor`` for the next page."""
 
-    items: list[Session]
+    items: list[SessionInfo]
     next_cursor: str | None = None
 
 
@@ -125,6 +128,33 @@ class TurnRequest(BaseModel):
     text: str | None = None
     data: Any = None
     turn_id: str | None = Field(default=None, max_length=128)
+
+    @classmethod
+    def of(cls, value: Any) -> TurnRequest:
+        """A turn's input however a caller gave it, read one way everywhere (driver API, clients, hosts): a
+        ``TurnRequest``; a string (its text); a non-empty dict of ``text``/``data``/``turn_id`` (a turn request);
+        anything else, an empty dict included, is the turn's JSON data.
+
+        Raises:
+            ValidationError: A turn request's field is of the wrong type (named).
+        """
+        if isinstance(value, TurnRequest):
+            return value
+        if isinstance(value, str):
+            return cls(text=value)
+        if isinstance(value, Mapping) and value and set(value) <= _TURN_FIELDS:
+            try:
+                return cls.model_validate(dict(value))
+            except PydanticValidationError as exc:
+                raise ValidationError.from_pydantic("request", exc) from None
+        return cls(data=value)
+
+    def body(self) -> dict[str, Any]:
+        """As JSON goes on the wire (fields left unset are left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+_TURN_FIELDS = frozenset(TurnRequest.model_fields)
 
 
 class Invocation(BaseModel):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
+from ray_runtime.errors import ValidationError
 from ray_runtime.models.numbers import Integer, Number
 
 __all__ = [
@@ -15,12 +18,14 @@ __all__ = [
     "QueueStats",
     "Task",
     "TaskError",
+    "TaskOptions",
     "TaskPage",
     "TaskSpec",
     "TaskStatus",
     "ThroughputPoint",
     "WaitResult",
     "WorkerInfo",
+    "task_specs",
 ]
 
 
@@ -67,18 +72,45 @@ class AttemptRecord(_Wire):
 
 
 class TaskSpec(BaseModel):
-    """One task to enqueue, for ``enqueue_many``; the same options as ``enqueue``."""
+    """One task to enqueue, with its options: the one place their defaults are said (``enqueue(queue, input,
+    **options)`` takes the same options as keywords, :class:`TaskOptions`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     input: Any = None
-    priority: Integer = 0
-    delay_s: Number = 0.0
-    idempotency_key: str | None = None
-    max_attempts: Integer = 3
-    lease_s: Number | None = None
-    resources_id: str | None = None
+    priority: Integer = Field(default=0, description="Higher is claimed first; FIFO within a priority.")
+    delay_s: Number = Field(default=0.0, description="Invisible to claims until this many seconds from now.")
+    idempotency_key: str | None = Field(
+        default=None, description="A task with this key already in the queue is returned instead of a new one."
+    )
+    max_attempts: Integer = Field(default=3, description="Claims before the task becomes a dead letter.")
+    lease_s: Number | None = Field(default=None, description="Its lease length, over the claimer's.")
+    resources_id: str | None = Field(default=None, description="The resources version its attempts use.")
     metadata: dict[str, Any] | None = None
+
+
+class TaskOptions(TypedDict, total=False):
+    """A task's options as keywords (the fields of :class:`TaskSpec` but its input; defaults and checks are its)."""
+
+    priority: int
+    delay_s: float
+    idempotency_key: str | None
+    max_attempts: int
+    lease_s: float | None
+    resources_id: str | None
+    metadata: dict[str, Any] | None
+
+
+def task_specs(items: Iterable[Any], options: Mapping[str, Any], *, field: str = "items") -> list[TaskSpec]:
+    """The tasks of an enqueue: each item a ``TaskSpec`` (its own options), or an input given ``options``.
+
+    Raises:
+        ValidationError: An option is unknown or out of range (each bad field named).
+    """
+    try:
+        return [item if isinstance(item, TaskSpec) else TaskSpec(input=item, **options) for item in items]
+    except PydanticValidationError as exc:
+        raise ValidationError.from_pydantic(field, exc) from None
 
 
 class Task(_Wire):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from cachetools import LRUCache
 
 from ray_runtime._placement import Ask, await_placed, cancel_task
 from ray_runtime.config import Settings
-from ray_runtime.errors import RayRuntimeError, ServerError
+from ray_runtime.coordinator.calls import from_ray
+from ray_runtime.errors import ServerError
 from ray_runtime.models.plugins import ActionInfo, PluginInfo
 from ray_runtime.plugins.action import LoadedAction
 from ray_runtime.plugins.manifest import Plugin, PluginRegistry
@@ -33,16 +35,19 @@ def _loaded(plugin: str, action: str, entrypoint: str) -> LoadedAction:
     return LoadedAction.load(plugin, action, Path.cwd(), entrypoint)
 
 
+DescribeSession = Callable[[str, str, Path, str], dict[str, Any]]  # (plugin, action, folder, entrypoint) -> info
+
+
 @ray.remote(num_cpus=0, max_retries=0)
-def _describe(plugin: str, entrypoints: dict[str, str], sessions: list[str]) -> dict[str, dict[str, Any]]:
+def _describe(
+    plugin: str, entrypoints: dict[str, str], sessions: list[str], describe_session: DescribeSession | None
+) -> dict[str, dict[str, Any]]:
     described: dict[str, dict[str, Any]] = {}
     for action, entrypoint in entrypoints.items():
         try:
             if action in sessions:
-                from ray_runtime.sessions.template import LoadedTemplate
-
-                template = LoadedTemplate.load(plugin, action, Path.cwd(), entrypoint)
-                described[action] = {"streaming": template.streaming, "config_schema": template.config_schema()}
+                if describe_session is not None:
+                    described[action] = describe_session(plugin, action, Path.cwd(), entrypoint)
                 continue
             signature = _loaded(plugin, action, entrypoint).signature
             result = signature.result_adapter.json_schema() if signature.result_adapter is not None else None
@@ -90,10 +95,19 @@ class PluginCatalog:
         root: The folder holding one folder per plugin (rescanned on every call, so installs show at once).
         placement_timeout_s: How long a describe or validate task may wait to start (its runtime_env builds
             first); then it is cancelled and the call fails with ``InsufficientResourcesError``.
+        describe_session: How a session template is described (its config schema, whether it streams), given
+            by the sessions package above (``sessions.template.describe_template``); run in the describing task.
     """
 
-    def __init__(self, root: Path, *, placement_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        placement_timeout_s: float | None = None,
+        describe_session: DescribeSession | None = None,
+    ) -> None:
         self.root = root
+        self.describe_session = describe_session
         self.placement_timeout_s = placement_timeout_s or Settings().placement_timeout_s
         self._described: LRUCache[str, dict[str, dict[str, Any]]] = LRUCache(maxsize=256)
 
@@ -117,7 +131,9 @@ class PluginCatalog:
             specs = plugin.manifest.actions.values()
             entrypoints = {spec.name: spec.entrypoint for spec in specs}
             sessions = [spec.name for spec in specs if "session" in spec.modes]
-            ref = _describe.options(runtime_env=prepared.runtime_env).remote(plugin.name, entrypoints, sessions)
+            ref = _describe.options(runtime_env=prepared.runtime_env).remote(
+                plugin.name, entrypoints, sessions, self.describe_session
+            )
             ask = Ask(f"the task describing plugin {plugin.name} (in its runtime_env)")
             described = await await_placed(ref, ask, self.placement_timeout_s, cancel_task(ref))
             self._described[prepared.package.sha256] = described
@@ -130,16 +146,14 @@ class PluginCatalog:
             prepared.plugin.name, spec.name, spec.entrypoint, params
         )
         ask = Ask(f"the task validating the parameters of {prepared.plugin.name}/{spec.name} (in its runtime_env)")
+        what = f"validating the parameters of {prepared.plugin.name}/{spec.name}"
         try:
             return await await_placed(ref, ask, self.placement_timeout_s, cancel_task(ref))
-        except ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, RayRuntimeError):
-                raise exc.cause from None
-            raise ServerError(
-                f"validating the parameters of {prepared.plugin.name}/{spec.name} failed: {exc.cause}"
-            ) from None
         except ray.exceptions.RayError as exc:
-            raise ServerError(
-                f"could not start {prepared.plugin.name}'s runtime_env to validate parameters ({type(exc).__name__}); "
-                "check the plugin's requirements"
-            ) from exc
+            translated = from_ray(exc, what, failed=lambda cause: ServerError(f"{what} failed: {cause}"))
+            if translated is exc:  # Ray's own: the worker or its runtime_env never started
+                raise ServerError(
+                    f"could not start {prepared.plugin.name}'s runtime_env to validate parameters "
+                    f"({type(exc).__name__}); check the plugin's requirements"
+                ) from exc
+            raise translated from None

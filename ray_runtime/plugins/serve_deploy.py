@@ -20,7 +20,7 @@ import ray
 
 from ray_runtime._placement import Ask, check_feasible, describe
 from ray_runtime._ray import dashboard_url
-from ray_runtime.config import BOUND_TENANT_ENV, Settings
+from ray_runtime.config import BOUND_TENANT_ENV, NAMESPACE, Settings
 from ray_runtime.errors import (
     InsufficientResourcesError,
     InvalidArgumentError,
@@ -44,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("ray_runtime.serve_deploy")
 MANAGER_NAME = "serve_manager"
-NAMESPACE = "ray_runtime"
 IMPORT_PATH = "ray_runtime.plugins.serve:build_app"
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import ray
 
 from ray_runtime.config import BOUND_TENANT_ENV
-from ray_runtime.errors import ActionFailedError, RayRuntimeError, ServerError, TimeoutError
+from ray_runtime.coordinator.calls import from_ray
+from ray_runtime.errors import ActionFailedError, RayRuntimeError, ServerError
 from ray_runtime.models.resources import ResourcesUpdate
 from ray_runtime.plugins.action import Context, LoadedAction, Reporter
 from ray_runtime.plugins.manifest import Plugin
@@ -119,12 +120,13 @@ def _prepare(plugin: Plugin | str | Path, action: str, params: Any, tenant: str 
     return _Run(prepared, validated, local)
 
 
-def _failure(exc: Exception) -> Exception:
-    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, RayRuntimeError):
-        return exc.cause
-    if isinstance(exc, ray.exceptions.GetTimeoutError | builtins.TimeoutError):
-        return TimeoutError(f"the action did not finish in time ({exc})")
-    return ServerError(f"the action's task failed: {type(exc).__name__}: {exc}")
+def _failure(exc: Exception) -> BaseException:
+    translated = from_ray(exc, "the action's task", failed=lambda cause: _failed(cause))
+    return translated if translated is not exc else _failed(exc)
+
+
+def _failed(cause: BaseException) -> ServerError:
+    return ServerError(f"the action's task failed: {type(cause).__name__}: {cause}")
 
 
 def run(

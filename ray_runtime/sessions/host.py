@@ -39,12 +39,11 @@ from ray_runtime.errors import (
 )
 from ray_runtime.models.agent import Bye, End, Error, Event, Status, read_message
 from ray_runtime.models.sessions import TurnRecord, TurnRequest
-from ray_runtime.sessions.template import LoadedTemplate, SessionContext, TurnContext, as_event, turn_request
+from ray_runtime.sessions.template import LoadedTemplate, SessionContext, TurnContext, as_event
 
-__all__ = ["HOST_NAMESPACE", "SessionHost"]
+__all__ = ["SessionHost"]
 
 logger = logging.getLogger("ray_runtime.sessions")
-HOST_NAMESPACE = "ray_runtime"
 _REPORT_EVERY_S = 0.5
 _TURNS_REMEMBERED = 256  # turn ids a session remembers, so a turn sent again after a reconnect runs once
 _EMPTY_HOST_S = 60.0  # a shared host with no session for this long ends (the pool shrinks)
@@ -139,9 +138,10 @@ class SessionHost:
         self, session_id: str, version: str, config: str, restore: list[str] | None, seq: int, cause: str
     ) -> dict[str, Any]:
         """Build (or, from the snapshot ``restore`` = [session id, key], restore) a session's agent here; it is
-        then ACTIVE in the registry. Raises ``ValidationError`` for a bad config, ``RestoreRefusedError``."""
+        then ACTIVE in the registry, whose record of it comes back as ``session`` (None if it was open here
+        already). Raises ``ValidationError`` for a bad config, ``RestoreRefusedError``."""
         if session_id in self._sessions:
-            return {"session_id": session_id, "host": self.name, "seq": self._sessions[session_id].seq}
+            return {"session_id": session_id, "host": self.name, "seq": self._sessions[session_id].seq, "session": None}
         ctx = SessionContext(session_id, self.tenant, self.template.id, version)
         ctx._resources = self._resources
         parsed = self.template.config(json.loads(config))
@@ -152,9 +152,9 @@ class SessionHost:
             agent = await asyncio.to_thread(self.template.restore, blob, parsed, ctx)
         live = _Live(session_id, agent, ctx, config, seq=seq)
         self._sessions[session_id] = live
-        await self.registry.opened(session_id, self.name, cause)
+        session = await self.registry.opened(session_id, self.name, cause)
         live.publish(self._status(live, "active"))
-        return {"session_id": session_id, "host": self.name, "seq": live.seq}
+        return {"session_id": session_id, "host": self.name, "seq": live.seq, "session": session}
 
     async def pause(self, session_id: str) -> dict[str, Any]:
         """Snapshot the agent to the coordinator and let it go: PAUSED. A snapshot that fails, or is over the cap,
@@ -238,7 +238,7 @@ class SessionHost:
             SessionBusyError: Under ``busy: reject``, another turn was let in first; this one never runs.
         """
         live = self._live(session_id)
-        turn = turn_request(request)
+        turn = TurnRequest.model_validate(request)
         turn_id = turn.turn_id or _turn_id()
         if turn_id in live.started:
             return turn_id  # sent again by a client that reconnected: a turn runs once
@@ -275,7 +275,7 @@ class SessionHost:
         self, session_id: str, raw: dict[str, Any], *, admitted: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         live = self._live(session_id)
-        request = turn_request(raw)
+        request = TurnRequest.model_validate(raw)
         turn_id = request.turn_id or _turn_id()
         if not admitted:
             self._admit(live, turn_id)

@@ -1,7 +1,7 @@
 """``coord.sessions``: create, invoke (or stream), pause, resume, fork, refresh, cancel and close agent sessions.
 
 Each operation is written once, as a flow (a generator, like the HTTP clients' flows): it yields the steps it needs,
-a registry call on the coordinator (:class:`_Call`) or a call into a session host (:class:`_HostCall`), and is sent
+a registry call on the coordinator (:class:`Call`) or a call into a session host (:class:`_HostCall`), and is sent
 each answer (or has the step's error thrown into it). :class:`Sessions` runs the flows blocking, and
 :class:`AsyncSessions` awaits them; only the way a step waits differs.
 
@@ -29,7 +29,9 @@ from ray_runtime._placement import Ask, await_placed, check_feasible, describe, 
 from ray_runtime._unset import UNSET, Unset
 from ray_runtime.checks import check_json
 from ray_runtime.config import BOUND_TENANT_ENV, Settings
-from ray_runtime.coordinator.handle import _Call
+from ray_runtime.coordinator.calls import Call, from_ray
+from ray_runtime.coordinator.handle import AsyncCoordinator, Coordinator
+from ray_runtime.coordinator.session_calls import AsyncSessionRegistryHandle, SessionRegistryHandle
 from ray_runtime.errors import (
     HostLostError,
     InsufficientResourcesError,
@@ -44,18 +46,19 @@ from ray_runtime.errors import (
     TimeoutError,
     UnavailableError,
 )
-from ray_runtime.models.agent import read_message
-from ray_runtime.models.sessions import Invocation, Session, SessionPage, Template, TurnRecord, TurnRequest
+from ray_runtime.models.agent import REPLAYED_TYPES, read_message
+from ray_runtime.models.sessions import Invocation, SessionInfo, SessionPage, Template, TurnRecord, TurnRequest
 from ray_runtime.plugins.manifest import ActionSpec, Plugin, PluginRegistry
 from ray_runtime.plugins.prepare import PreparedAction, prepare
-from ray_runtime.sessions.host import HOST_NAMESPACE, SessionHost
-from ray_runtime.sessions.registry import AsyncSessionRegistry, SessionRegistry
+from ray_runtime.sessions.host import SessionHost
 
-__all__ = ["AsyncSessions", "Sessions", "TemplateSource", "template_of"]
+__all__ = ["AsyncSessions", "Sessions", "TemplateSource", "sessions_of", "template_of"]
 
 Flow = Generator[Any, Any, Any]
 _ROUTE_TTL_S = 2.0
 _SETTLE_S = 30.0  # how long a step waits for a session another caller is bringing back
+_HOST_TRIES = 3  # a host that no longer holds a session: look it up again this many times
+_MOVED = (SessionNotFoundError, HostLostError)  # what a host that no longer holds a session raises
 MAX_TURN_BYTES = 1 << 20  # a turn's request, and its result, as JSON
 
 
@@ -151,13 +154,13 @@ class _HostCall:
     tenant: str = ""
 
 
-def _host_handle(call: _HostCall) -> Any:
+def _host_handle(call: _HostCall, namespace: str) -> Any:
     """The host actor, created (detached, in the template's runtime_env) when it does not exist yet; a new host no
     node could ever hold is refused at once (``InsufficientResourcesError``)."""
     import ray
 
     try:
-        return ray.get_actor(call.host, namespace=HOST_NAMESPACE)
+        return ray.get_actor(call.host, namespace=namespace)
     except ValueError:
         if call.prepared is None:
             raise HostLostError(f"session host {call.host} is gone") from None
@@ -167,7 +170,7 @@ def _host_handle(call: _HostCall) -> Any:
         ray.remote(SessionHost)
         .options(
             name=call.host,
-            namespace=HOST_NAMESPACE,
+            namespace=namespace,
             lifetime="detached",
             get_if_exists=True,
             max_restarts=0,
@@ -195,23 +198,18 @@ def _ask(call: _HostCall) -> Ask:
 
 def _host_error(exc: BaseException) -> BaseException:
     """What a failed host call means to the caller: its own typed error, a lost host, or a deadline passed."""
-    import ray
-
-    if isinstance(exc, ray.exceptions.GetTimeoutError | builtins.TimeoutError) and not isinstance(exc, RayRuntimeError):
-        return TimeoutError(
-            "the session's host did not answer in time; check `ray status` and the host actor's logs",
-            method="session host",
-        )
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = exc.cause
-        if isinstance(cause, RayRuntimeError):
-            return cause
-        return SessionCreationError(f"the session host failed: {type(cause).__name__}: {cause}")
-    if isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.ActorUnavailableError):
-        return HostLostError(f"the session's host is gone ({type(exc).__name__}); its sessions are being settled")
-    if isinstance(exc, RayRuntimeError):
-        return exc
-    return SessionCreationError(f"could not reach the session host: {type(exc).__name__}: {exc}")
+    translated = from_ray(
+        exc,
+        "the session's host",
+        failed=lambda cause: SessionCreationError(f"the session host failed: {type(cause).__name__}: {cause}"),
+        lost=lambda lost: HostLostError(
+            f"the session's host is gone ({type(lost).__name__}); its sessions are being settled"
+        ),
+        hint="; check `ray status` and the host actor's logs",
+    )
+    if translated is exc and not isinstance(exc, RayRuntimeError):
+        return SessionCreationError(f"could not reach the session host: {type(exc).__name__}: {exc}")
+    return translated
 
 
 # ---------------------------------------------------------------------------------------------------- flows
@@ -220,19 +218,19 @@ def _host_error(exc: BaseException) -> BaseException:
 class _SessionFlows:
     """Every operation, written once as a flow; the twins differ only in how a step waits."""
 
-    def __init__(self, registry: SessionRegistry | AsyncSessionRegistry, templates: TemplateSource) -> None:
+    def __init__(self, registry: SessionRegistryHandle | AsyncSessionRegistryHandle, templates: TemplateSource) -> None:
         self.registry = registry
         self.templates = templates
         self.tenant = registry.tenant
         self.turn_timeout_s = Settings().turn_timeout_s  # the deadline of a call into a host, either twin
-        self._routes: TTLCache[str, Session] = TTLCache(maxsize=100_000, ttl=_ROUTE_TTL_S)
+        self._routes: TTLCache[str, SessionInfo] = TTLCache(maxsize=100_000, ttl=_ROUTE_TTL_S)
         self._handles: TTLCache[str, Any] = TTLCache(maxsize=10_000, ttl=300.0)
 
     def _handle(self, call: _HostCall) -> Any:
         """The host's actor handle (remembered by name; made when the call brings the template)."""
         handle = None if call.prepared is not None else self._handles.get(call.host)
         if handle is None:
-            handle = self._handles[call.host] = _host_handle(call)
+            handle = self._handles[call.host] = _host_handle(call, self.registry.namespace)
         return handle
 
     def _placement(self, call: _HostCall, handle: Any) -> tuple[Any, Ask, float, Any]:
@@ -261,7 +259,7 @@ class _SessionFlows:
         )
         open_args = (session_id, prepared.version, json.dumps(config), restore, 0, cause)
         try:
-            yield _HostCall(placed["host"], "open", open_args, prepared, self.tenant)
+            opened = yield _HostCall(placed["host"], "open", open_args, prepared, self.tenant)
         except RayRuntimeError as exc:
             if exc.http_status < 500:  # the caller's input (a bad config): the session never was
                 yield self.registry._abort(session_id)
@@ -270,7 +268,14 @@ class _SessionFlows:
             if isinstance(exc, InsufficientResourcesError):
                 raise
             raise SessionCreationError(f"session {session_id} could not be created: {exc.message}") from None
-        session = yield self.registry._get(session_id)
+        return (yield from self._opened(session_id, opened))
+
+    def _opened(self, session_id: str, opened: dict[str, Any]) -> Flow:
+        """The session a host just opened: its record as the host's ``opened`` call left it (read again only if
+        the host held it already), remembered as its route."""
+        session = opened["session"]
+        if session is None:
+            session = yield self.registry._get(session_id)
         self._routes[session_id] = session
         return session
 
@@ -304,27 +309,30 @@ class _SessionFlows:
             return (yield from self._route_flow(session_id, resume=False))
         args = (session_id, prepared.version, json.dumps(session.config), begun["restore"], begun["seq"] + 1, "resumed")
         try:
-            yield _HostCall(begun["host"], "open", args, prepared, self.tenant)
+            opened = yield _HostCall(begun["host"], "open", args, prepared, self.tenant)
         except RayRuntimeError as exc:
             cause = f"resume failed: {exc.message}"
             yield self.registry._rest(session_id, begun["was"], None, begun["seq"], cause)  # back as it was
             raise
-        session = yield self.registry._get(session_id)
-        self._routes[session_id] = session
-        return session
+        return (yield from self._opened(session_id, opened))
 
     def _on_host_flow(self, session_id: str, method: str, *args: Any) -> Flow:
         """Call the session's host; a host that no longer holds it (moved, unloaded, died) is looked up again."""
-        for attempt in range(3):
+        for attempt in range(_HOST_TRIES):
             session = yield from self._route_flow(session_id)
             try:
                 return (yield _HostCall(session.host or "", method, (session_id, *args)))
-            except (SessionNotFoundError, HostLostError):
-                self._routes.pop(session_id, None)
-                if attempt == 2:
-                    raise
-                yield _Pause(0.2 * (attempt + 1))  # let the registry settle what the host lost
+            except _MOVED:
+                yield self._lost_host(session_id, attempt)
         raise AssertionError("unreachable")
+
+    def _lost_host(self, session_id: str, attempt: int) -> _Pause:
+        """A host no longer holds the session: forget where it was, and re-raise after the last try; else the pause
+        that lets the registry settle what the host lost before the next try."""
+        self._routes.pop(session_id, None)
+        if attempt == _HOST_TRIES - 1:
+            raise
+        return _Pause(0.2 * (attempt + 1))
 
     def _invoke_flow(self, session_id: str, request: Any) -> Flow:
         raw = yield from self._on_host_flow(session_id, "invoke", _request(request))
@@ -424,16 +432,9 @@ def _options(prepared: PreparedAction, idle_timeout_s: float | Unset | None = UN
 
 
 def _request(request: Any) -> dict[str, Any]:
-    """A turn's input as the host takes it: a string is text; a dict is a TurnRequest, or else the data. Checked
-    for size and depth here (``PayloadTooLargeError``, ``InvalidArgumentError``), before anything is sent."""
-    if isinstance(request, TurnRequest):
-        body = request.model_dump(mode="json")
-    elif isinstance(request, str):
-        body = {"text": request}
-    elif isinstance(request, Mapping) and set(request) <= {"text", "data", "turn_id"}:
-        body = dict(request)
-    else:
-        body = {"data": request}
+    """A turn's input as the host takes it (``TurnRequest.of``: text, a turn request, or JSON data), checked for
+    size and depth here (``PayloadTooLargeError``, ``InvalidArgumentError``) before anything is sent."""
+    body = TurnRequest.of(request).body()
     try:
         text = json.dumps(body, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -456,7 +457,7 @@ class Sessions(_SessionFlows):
         >>> coord.sessions.pause(session.id); coord.sessions.resume(session.id); coord.sessions.close(session.id)
     """
 
-    registry: SessionRegistry
+    registry: SessionRegistryHandle
 
     def _drive(self, flow: Flow) -> Any:
         import ray
@@ -470,7 +471,7 @@ class Sessions(_SessionFlows):
                 return done.value
             answer, failure = None, None
             try:
-                if isinstance(step, _Call):
+                if isinstance(step, Call):
                     answer = self.registry._run(step)
                 elif isinstance(step, _Pause):
                     time.sleep(step.seconds)
@@ -485,7 +486,7 @@ class Sessions(_SessionFlows):
             except Exception as exc:
                 if isinstance(step, _HostCall):
                     self._handles.pop(step.host, None)
-                failure = _host_error(exc) if not isinstance(step, _Call) else exc
+                failure = _host_error(exc) if not isinstance(step, Call) else exc
 
     def create(
         self,
@@ -494,7 +495,7 @@ class Sessions(_SessionFlows):
         config: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         idle_timeout_s: float | Unset | None = UNSET,
-    ) -> Session:
+    ) -> SessionInfo:
         """A new session of ``template`` (``<plugin>.<action>``), active when this returns.
 
         Args:
@@ -533,7 +534,7 @@ class Sessions(_SessionFlows):
             self._routes.pop(session_id, None)
             raise _host_error(exc) from None
 
-    def pause(self, session_id: str) -> Session:
+    def pause(self, session_id: str) -> SessionInfo:
         """Checkpoint the session and free its host (or slot): PAUSED until :meth:`resume`.
 
         Raises:
@@ -541,7 +542,7 @@ class Sessions(_SessionFlows):
         """
         return self._drive(self._pause_flow(session_id))
 
-    def resume(self, session_id: str) -> Session:
+    def resume(self, session_id: str) -> SessionInfo:
         """Bring a paused (or inactive) session back, on whichever host has room; its memory is intact.
 
         Raises:
@@ -549,11 +550,11 @@ class Sessions(_SessionFlows):
         """
         return self._drive(self._resume_flow(session_id, explicit=True))
 
-    def fork(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> Session:
+    def fork(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> SessionInfo:
         """A new session from this one's state now (active) or its checkpoint (paused, inactive)."""
         return self._drive(self._fork_flow(session_id, metadata))
 
-    def refresh(self, session_id: str) -> Session:
+    def refresh(self, session_id: str) -> SessionInfo:
         """Reset the session's idle timer."""
         return self.registry.refresh(session_id)
 
@@ -561,11 +562,11 @@ class Sessions(_SessionFlows):
         """Ask the running turn to stop (at its next chunk); whether one was running."""
         return self._drive(self._cancel_flow(session_id, turn_id))
 
-    def close(self, session_id: str) -> Session:
+    def close(self, session_id: str) -> SessionInfo:
         """End the session for good (its snapshots are deleted after the retention period)."""
         return self._drive(self._close_flow(session_id))
 
-    def get(self, session_id: str) -> Session:
+    def get(self, session_id: str) -> SessionInfo:
         """The session's record: status, counters (at most a second stale), transitions."""
         return self.registry.get(session_id)
 
@@ -605,7 +606,7 @@ class Sessions(_SessionFlows):
 class AsyncSessions(_SessionFlows):
     """Agent sessions of one tenant (awaitable): ``coord.aio.sessions``; the same methods as :class:`Sessions`."""
 
-    registry: AsyncSessionRegistry
+    registry: AsyncSessionRegistryHandle
 
     async def _drive(self, flow: Flow) -> Any:
         answer: Any = None
@@ -617,7 +618,7 @@ class AsyncSessions(_SessionFlows):
                 return done.value
             answer, failure = None, None
             try:
-                if isinstance(step, _Call):
+                if isinstance(step, Call):
                     answer = await self.registry._run(step)
                 elif isinstance(step, _Pause):
                     await asyncio.sleep(step.seconds)
@@ -632,7 +633,7 @@ class AsyncSessions(_SessionFlows):
             except Exception as exc:
                 if isinstance(step, _HostCall):
                     self._handles.pop(step.host, None)
-                failure = _host_error(exc) if not isinstance(step, _Call) else exc
+                failure = _host_error(exc) if not isinstance(step, Call) else exc
 
     async def create(
         self,
@@ -641,7 +642,7 @@ class AsyncSessions(_SessionFlows):
         config: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         idle_timeout_s: float | Unset | None = UNSET,
-    ) -> Session:
+    ) -> SessionInfo:
         return await self._drive(self._create_flow(template, config, metadata, idle_timeout_s))
 
     async def invoke(self, session_id: str, request: Any) -> Invocation:
@@ -677,29 +678,53 @@ class AsyncSessions(_SessionFlows):
             self._routes.pop(session_id, None)
             raise _host_error(exc) from None
 
+    async def route(self, session_id: str) -> SessionInfo:
+        """The session, active on its host (an inactive one is brought back), remembered for the calls that follow.
+
+        Raises:
+            SessionPausedError, SessionClosedError, SessionNotFoundError.
+        """
+        return await self._drive(self._route_flow(session_id))
+
+    async def follow(self, session_id: str, after_seq: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """:meth:`subscribe`, following the session when its host goes away (it moved, was unloaded, or died and
+        recovered): it is looked up again and followed on its next host from the last message seen (the status a
+        fresh follower got, else the newest turn message), as every host call does; then its error is raised."""
+        for attempt in range(_HOST_TRIES):
+            try:
+                async for body in self.subscribe(session_id, after_seq):
+                    if (after_seq is None and body["type"] == "status") or (
+                        body["type"] in REPLAYED_TYPES and body.get("seq", 0) > (after_seq or 0)
+                    ):
+                        after_seq = body["seq"]
+                    yield body
+                return
+            except _MOVED:
+                await asyncio.sleep(self._lost_host(session_id, attempt).seconds)
+
     async def start_turn(self, session_id: str, request: Any) -> str:
         """Start a turn and return its id; its messages reach the session's subscribers."""
         return await self._drive(self._on_host_flow(session_id, "start_turn", _request(request)))
 
-    async def pause(self, session_id: str) -> Session:
+    async def pause(self, session_id: str) -> SessionInfo:
         return await self._drive(self._pause_flow(session_id))
 
-    async def resume(self, session_id: str) -> Session:
+    async def resume(self, session_id: str) -> SessionInfo:
         return await self._drive(self._resume_flow(session_id, explicit=True))
 
-    async def fork(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> Session:
+    async def fork(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> SessionInfo:
         return await self._drive(self._fork_flow(session_id, metadata))
 
-    async def refresh(self, session_id: str) -> Session:
+    async def refresh(self, session_id: str) -> SessionInfo:
         return await self.registry.refresh(session_id)
 
     async def cancel(self, session_id: str, turn_id: str | None = None) -> bool:
         return await self._drive(self._cancel_flow(session_id, turn_id))
 
-    async def close(self, session_id: str) -> Session:
+    async def close(self, session_id: str) -> SessionInfo:
         return await self._drive(self._close_flow(session_id))
 
-    async def get(self, session_id: str) -> Session:
+    async def get(self, session_id: str) -> SessionInfo:
         return await self.registry.get(session_id)
 
     async def list(self, **filters: Any) -> SessionPage:
@@ -726,3 +751,12 @@ class AsyncSessions(_SessionFlows):
             return await self.invoke(session.id, request)
         finally:
             await self.close(session.id)
+
+
+def sessions_of(coord: Coordinator | AsyncCoordinator) -> Sessions | AsyncSessions:
+    """``coord.sessions``: the agent sessions of the handle's tenant, blocking or awaitable as the handle is, with
+    templates from ``RAY_RUNTIME_PLUGINS_DIR`` (default ``./plugins``)."""
+    templates = TemplateSource(Settings().plugins_dir)
+    if isinstance(coord, AsyncCoordinator):
+        return AsyncSessions(coord.session_registry, templates)
+    return Sessions(coord.session_registry, templates)

@@ -30,10 +30,9 @@ from pydantic import ValidationError as PydanticValidationError
 from ray_runtime.errors import PluginNotFoundError, RestoreRefusedError, ValidationError
 from ray_runtime.models.agent import TextChunk, agent_event_adapter
 from ray_runtime.models.resources import Resource, ResourcesUpdate
-from ray_runtime.models.sessions import TurnRequest
 from ray_runtime.plugins.action import import_entrypoint
 
-__all__ = ["LoadedTemplate", "SessionContext", "TurnContext", "as_event", "turn_request"]
+__all__ = ["LoadedTemplate", "SessionContext", "TurnContext", "as_event", "describe_template"]
 
 
 class SessionContext:
@@ -194,13 +193,7 @@ def _config_model(target: type) -> type[BaseModel] | None:
     return annotation if inspect.isclass(annotation) and issubclass(annotation, BaseModel) else None
 
 
-def turn_request(raw: Any) -> TurnRequest:
-    """A turn's input from a dict, a string (text) or a TurnRequest."""
-    if isinstance(raw, TurnRequest):
-        return raw
-    if isinstance(raw, str):
-        return TurnRequest(text=raw)
-    try:
-        return TurnRequest.model_validate(raw or {})
-    except PydanticValidationError as exc:
-        raise ValidationError.from_pydantic("request", exc) from None
+def describe_template(plugin: str, action: str, folder: Path, entrypoint: str) -> dict[str, Any]:
+    """What the plugin catalog shows of a session template: whether it streams, and its config's JSON Schema."""
+    template = LoadedTemplate.load(plugin, action, folder, entrypoint)
+    return {"streaming": template.streaming, "config_schema": template.config_schema()}

@@ -13,6 +13,7 @@ import time
 import pytest
 import ray
 
+from ray_runtime.config import NAMESPACE as HOST_NAMESPACE
 from ray_runtime.errors import (
     InvalidArgumentError,
     InvocationError,
@@ -29,7 +30,6 @@ from ray_runtime.errors import (
     ValidationError,
 )
 from ray_runtime.models.agent import End, Event
-from ray_runtime.sessions.host import HOST_NAMESPACE
 from ray_runtime.sessions.manager import AsyncSessions, Sessions, TemplateSource
 
 from ..conftest import FIXTURE_PLUGINS, PLUGINS
@@ -394,3 +394,42 @@ def test_sessions_imported_in_bulk_are_paused_and_start_fresh_from_their_config_
     agents.close(ids[4])
     with pytest.raises(TemplateNotFoundError):
         agents.import_paused("agents.nobody", items)
+
+
+def calls_of(registry) -> list[str]:
+    """The coordinator calls a session registry handle makes from now on, by method."""
+    made: list[str] = []
+    run = registry._run
+
+    def counted(call):
+        made.append(call.method)
+        return run(call)
+
+    registry._run = counted
+    return made
+
+
+def test_operations_read_the_registry_once_at_most(agents, coord):
+    made = calls_of(agents.registry)
+    session = agents.create("agents.counter")
+    assert made == ["session_create"]  # the host's own opened call answers with the record: no read after it
+    made.clear()
+    agents.invoke(session.id, "a warm turn")
+    assert made in ([], ["session_get"])  # its route is remembered (for 2 s): a turn reads it once at most
+    agents.pause(session.id)
+    made.clear()
+    agents.resume(session.id)
+    assert made == ["session_get", "session_resume"]  # the template to bring back, then the resume itself
+
+    follower = AsyncSessions(coord.aio.session_registry, TemplateSource(FIXTURE_PLUGINS))
+    followed = calls_of(follower.registry)
+
+    async def connect() -> dict:
+        await follower.route(session.id)  # what the agent socket checks before its upgrade
+        async for message in follower.follow(session.id):
+            return message  # the status that opens the stream
+        raise AssertionError("no status")
+
+    assert asyncio.run(connect())["type"] == "status"
+    assert followed == ["session_get"]  # connecting read the session once; the subscription used its route
+    agents.close(session.id)

@@ -6,6 +6,7 @@ import pytest
 
 from ray_runtime._ids import new_id
 from ray_runtime.coordinator.state import CoordinatorState, Limits, NewTask
+from ray_runtime.models import TaskSpec
 
 
 class Clock:
@@ -21,13 +22,17 @@ class Clock:
         self.now += seconds
 
 
+_DEFAULTS = {name: field.default for name, field in TaskSpec.model_fields.items() if name not in ("input", "metadata")}
+
+
 def new_task(value=None, **options) -> NewTask:
+    """A task as the handle sends it: TaskSpec's defaults, with ``options`` unchecked (the state checks them)."""
     metadata = options.pop("metadata", None)
     return NewTask(
         task_id=options.pop("task_id", None) or new_id("task"),
         input=json.dumps(value),
         metadata=None if metadata is None else json.dumps(metadata),
-        **options,
+        **{**_DEFAULTS, **options},
     )
 
 

@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 from ray_runtime.coordinator.journal import SCHEMA_VERSION, MemoryJournal, SQLiteJournal
+from ray_runtime.coordinator.postgres import PostgresJournal
 from ray_runtime.coordinator.state import ChangeSet, CoordinatorState
 from ray_runtime.models import TaskStatus
 
@@ -19,31 +20,42 @@ T = "acme"
 
 
 BACKENDS = {
-    "sqlite": lambda path: SQLiteJournal(path / "j.sqlite3"),
-    "sqlite_full": lambda path: SQLiteJournal(path / "j.sqlite3", synchronous="FULL"),
-    "memory": lambda path: MemoryJournal(),
+    "sqlite": lambda request, path: SQLiteJournal(path / "j.sqlite3"),
+    "sqlite_full": lambda request, path: SQLiteJournal(path / "j.sqlite3", synchronous="FULL"),
+    "memory": lambda request, path: MemoryJournal(),
+    "postgres": lambda request, path: PostgresJournal(request.getfixturevalue("postgres_url"), "contract"),
 }
+DURABLE = ["postgres", "sqlite", "sqlite_full"]
+FOLDING = ["sqlite", "sqlite_full"]  # a log folded into a snapshot by checkpoints (PostgreSQL has its own WAL)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def journal(request, tmp_path):
     """Each backend in turn: the contract holds for all of them."""
-    journal = BACKENDS[request.param](tmp_path)
+    journal = BACKENDS[request.param](request, tmp_path)
     yield journal
     journal.close()
 
 
-@pytest.fixture(params=["sqlite", "sqlite_full"])
+@pytest.fixture(params=DURABLE)
 def durable_journal(request, tmp_path):
     """The backends that promise durability (see test_backends_declare_what_they_promise)."""
-    journal = BACKENDS[request.param](tmp_path)
+    journal = BACKENDS[request.param](request, tmp_path)
     yield journal
     journal.close()
 
 
-def test_backends_declare_what_they_promise(tmp_path):
-    durable = {name for name, make in BACKENDS.items() if make(tmp_path).capabilities["durable"]}
-    assert durable == {"sqlite", "sqlite_full"}  # the durable_journal fixture covers exactly these
+@pytest.fixture(params=FOLDING)
+def folding_journal(request, tmp_path):
+    """The backends whose log checkpoints fold into a snapshot."""
+    journal = BACKENDS[request.param](request, tmp_path)
+    yield journal
+    journal.close()
+
+
+def test_backends_declare_what_they_promise(request, tmp_path):
+    durable = {name for name, make in BACKENDS.items() if make(request, tmp_path).capabilities["durable"]}
+    assert durable == set(DURABLE)  # the durable_journal fixture covers exactly these
 
 
 def fold(journal: SQLiteJournal, policy: str) -> None:
@@ -56,12 +68,7 @@ def fold(journal: SQLiteJournal, policy: str) -> None:
 
 def restart(journal, limits, clock) -> CoordinatorState:
     """A new state replayed from the journal: reopened from disk when durable, else loaded from the same one."""
-    source = journal
-    if journal.capabilities["durable"]:
-        journal.close()
-        source = SQLiteJournal(
-            journal.path, synchronous="FULL" if journal.capabilities["survives_power_loss"] else "NORMAL"
-        )
+    source = journal.reopen()
     state = CoordinatorState(limits, clock=clock)
     state.load(*source.load())
     if source is not journal:
@@ -118,8 +125,8 @@ def test_load_returns_runs_and_system_records_written(journal, state, limits, cl
     assert replayed.kv.list("keys") == [("k1", '{"scope": "admin"}')]
 
 
-def test_checkpoint_writes_each_task_once_and_empties_the_log(durable_journal, state):
-    journal = durable_journal
+def test_checkpoint_writes_each_task_once_and_empties_the_log(folding_journal, state):
+    journal = folding_journal
     ids = state.tasks.enqueue(T, "q", [new_task(i) for i in range(3)])
     journal.write(state.take_changes())
     leases = state.tasks.claim(T, "q", "w", max_tasks=3)
@@ -135,9 +142,9 @@ def test_checkpoint_writes_each_task_once_and_empties_the_log(durable_journal, s
 
 
 def test_a_checkpoint_slice_is_bounded_by_rows_and_keeps_what_is_written_meanwhile(
-    durable_journal, state, limits, clock
+    folding_journal, state, limits, clock
 ):
-    journal = durable_journal
+    journal = folding_journal
     for batch in range(6):
         state.tasks.enqueue(T, "q", [new_task(batch * 100 + i) for i in range(100)])
         journal.write(state.take_changes())  # 200 rows each: 100 payloads and 100 task rows
@@ -187,8 +194,8 @@ def test_new_attempt_ids_after_replay_do_not_collide(journal, state, limits, clo
     assert replayed.tasks.claim(T, "q", "w")[0].attempt_id != first
 
 
-def test_a_failed_checkpoint_changes_nothing(durable_journal, state, limits, clock):
-    journal = durable_journal
+def test_a_failed_checkpoint_changes_nothing(folding_journal, state, limits, clock):
+    journal = folding_journal
     state.tasks.enqueue(T, "q", [new_task(1)])
     good = state.take_changes()
     journal.write(good)

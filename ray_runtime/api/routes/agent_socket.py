@@ -36,7 +36,6 @@ from ray_runtime.errors import (
 from ray_runtime.models.agent import (
     AGENT_SUBPROTOCOL,
     MAX_FRAME_BYTES,
-    REPLAYED_TYPES,
     Bye,
     Cancel,
     Error,
@@ -54,7 +53,6 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["sessions"])
 logger = logging.getLogger(__name__)
-_RESUBSCRIBE_TRIES = 3  # the session's host went away: follow it to its next one this many times
 
 
 @router.get("/protocol/agent")
@@ -82,11 +80,7 @@ async def agent_socket(
     try:
         caller = await services.auth.authenticate(socket_headers(websocket))
         sessions = services.sessions_for(caller)
-        session = await sessions.get(session_id)
-        if session.status.value == "paused":
-            raise SessionPausedError(session_id)
-        if session.status.value in ("closed", "error"):
-            raise SessionClosedError(session_id, session.status.value, session.error)
+        await sessions.route(session_id)  # paused, closed or missing: refused before the upgrade
     except RayRuntimeError as exc:
         await refuse(websocket, exc)
         return
@@ -131,29 +125,20 @@ class AgentConnection:
 
     async def _forward(self) -> None:
         """The session's messages, following it across hosts; a ``bye`` ends the connection."""
-        for attempt in range(_RESUBSCRIBE_TRIES):
-            try:
-                async for body in self.sessions.subscribe(self.session_id, self.after_seq):
-                    if self.after_seq is None and body["type"] == "status":
-                        self.after_seq = body["seq"]  # following it to another host resumes from here
-                    elif body["type"] in REPLAYED_TYPES and body.get("seq", 0) > (self.after_seq or 0):
-                        self.after_seq = body["seq"]
-                    await self._send(json.dumps(body, separators=(",", ":")))
-                    if body["type"] == "bye":
-                        return
-            except (SessionPausedError, SessionClosedError) as exc:
-                await self._error(exc, usable=False)
-                await self._send(frame(Bye(seq=0, reason="paused" if exc.code == "session_paused" else "closed")))
-                return
-            except (HostLostError, SessionNotFoundError) as exc:
-                logger.info("session %s: its host went away (%s); following it", self.session_id, exc)
-            except RayRuntimeError as exc:
-                await self._error(exc, usable=False)
-                await self._send(frame(Bye(seq=0, reason="error")))
-                return
-            await asyncio.sleep(0.2 * (attempt + 1))  # let the registry settle where the session is now
-        await self._error(HostLostError(f"session {self.session_id} lost its host and did not come back"))
-        await self._send(frame(Bye(seq=0, reason="error")))
+        try:
+            async for body in self.sessions.follow(self.session_id, self.after_seq):
+                await self._send(json.dumps(body, separators=(",", ":")))
+                if body["type"] == "bye":
+                    return
+        except (SessionPausedError, SessionClosedError) as exc:
+            await self._error(exc, usable=False)
+            await self._send(frame(Bye(seq=0, reason="paused" if exc.code == "session_paused" else "closed")))
+        except (HostLostError, SessionNotFoundError):
+            await self._error(HostLostError(f"session {self.session_id} lost its host and did not come back"))
+            await self._send(frame(Bye(seq=0, reason="error")))
+        except RayRuntimeError as exc:
+            await self._error(exc, usable=False)
+            await self._send(frame(Bye(seq=0, reason="error")))
 
     # ---------------------------------------------------------------------------------------- client → session
 

@@ -21,6 +21,7 @@ from ray_runtime.api.deps import Admin, ItemId, Reader, ServicesDep
 from ray_runtime.api.ray_checks import check_serve_application
 from ray_runtime.api.services import Services
 from ray_runtime.config import BOUND_TENANT_ENV
+from ray_runtime.coordinator.calls import ray_errors
 from ray_runtime.errors import (
     BadRequestError,
     ConflictError,
@@ -93,15 +94,14 @@ async def _check_free(services: Services, caller: Caller, names: list[str], rout
 
 async def _apply(services: Services, upserts: list[dict[str, Any]], deletes: list[str]) -> list[str]:
     """Merge into Serve's config through the ServeManager; Serve's refusal is the caller's 400, not a 500."""
-    import ray
-
     from ray_runtime.plugins.serve_deploy import serve_manager
 
-    try:
+    def refused(cause: BaseException) -> BadRequestError:
+        reason = str(cause).strip().splitlines()
+        return BadRequestError(f"Serve refused the application: {reason[-1] if reason else cause}")
+
+    with ray_errors("the Serve manager", failed=refused):
         return await serve_manager(services.dashboard.url).apply.remote(upserts, deletes)
-    except ray.exceptions.RayTaskError as exc:
-        reason = str(exc.cause).strip().splitlines()
-        raise BadRequestError(f"Serve refused the application: {reason[-1] if reason else exc.cause}") from None
 
 
 async def _record_owner(services: Services, caller: Caller, names: list[str]) -> None:

@@ -16,8 +16,8 @@ from ray_runtime.api.deps import ItemId, Reader, ServicesDep, Submitter
 from ray_runtime.errors import BadRequestError, RayRuntimeError
 from ray_runtime.models.sessions import (
     Invocation,
-    Session,
     SessionCreateRequest,
+    SessionInfo,
     SessionPage,
     SessionStatus,
     Template,
@@ -51,7 +51,7 @@ async def get_template(template_id: ItemId, caller: Reader, services: ServicesDe
 
 
 @router.post("/sessions", status_code=201)
-async def create_session(body: SessionCreateRequest, caller: Submitter, services: ServicesDep) -> Session:
+async def create_session(body: SessionCreateRequest, caller: Submitter, services: ServicesDep) -> SessionInfo:
     """A new session, active when this answers (a bad config: 422 naming the field, and nothing is created)."""
     options: dict[str, Any] = {"config": body.config, "metadata": body.metadata}
     if body.idle_timeout_s is not None:
@@ -93,13 +93,13 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
 
 
 @router.get("/sessions/{session_id}")
-async def get_session(session_id: ItemId, caller: Reader, services: ServicesDep) -> Session:
+async def get_session(session_id: ItemId, caller: Reader, services: ServicesDep) -> SessionInfo:
     """A session: its status, counters (at most a second stale), host, last checkpoint and transitions."""
     return await services.sessions_for(caller).get(session_id)
 
 
 @router.delete("/sessions/{session_id}")
-async def close_session(session_id: ItemId, caller: Submitter, services: ServicesDep) -> Session:
+async def close_session(session_id: ItemId, caller: Submitter, services: ServicesDep) -> SessionInfo:
     """Close a session for good (its record and snapshots go after the retention period)."""
     return await services.sessions_for(caller).close(session_id)
 
@@ -146,13 +146,13 @@ async def _streamed(messages: AsyncIterator[dict[str, Any]], accept: str) -> Str
 
 
 @router.post("/sessions/{session_id}/pause")
-async def pause(session_id: ItemId, caller: Submitter, services: ServicesDep) -> Session:
+async def pause(session_id: ItemId, caller: Submitter, services: ServicesDep) -> SessionInfo:
     """Checkpoint and unload: PAUSED until resumed (a snapshot over the cap: 413, it stays active)."""
     return await services.sessions_for(caller).pause(session_id)
 
 
 @router.post("/sessions/{session_id}/resume")
-async def resume(session_id: ItemId, caller: Submitter, services: ServicesDep) -> Session:
+async def resume(session_id: ItemId, caller: Submitter, services: ServicesDep) -> SessionInfo:
     """Bring a paused (or inactive) session back, memory intact."""
     return await services.sessions_for(caller).resume(session_id)
 
@@ -166,13 +166,13 @@ class ForkRequest(BaseModel):
 @router.post("/sessions/{session_id}/fork", status_code=201)
 async def fork(
     session_id: ItemId, caller: Submitter, services: ServicesDep, body: ForkRequest | None = None
-) -> Session:
+) -> SessionInfo:
     """A new session from this one's state now (active) or its last checkpoint (paused, inactive)."""
     return await services.sessions_for(caller).fork(session_id, metadata=body.metadata if body else None)
 
 
 @router.post("/sessions/{session_id}/refresh")
-async def refresh(session_id: ItemId, caller: Submitter, services: ServicesDep) -> Session:
+async def refresh(session_id: ItemId, caller: Submitter, services: ServicesDep) -> SessionInfo:
     """Reset the idle timer."""
     return await services.sessions_for(caller).refresh(session_id)
 

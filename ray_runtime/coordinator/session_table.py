@@ -33,7 +33,7 @@ from ray_runtime.errors import (
 )
 from ray_runtime.models.sessions import SessionStatus
 
-__all__ = ["SessionRecord", "SessionRegistry"]
+__all__ = ["SessionRecord", "SessionTable"]
 
 CREATING, ACTIVE, PAUSED, INACTIVE, CLOSED, ERROR = (
     SessionStatus.CREATING,
@@ -121,7 +121,7 @@ class SessionRecord:
         return cls(**fields)
 
 
-class SessionRegistry:
+class SessionTable:
     """Every tenant's sessions.
 
     Args:
