@@ -26,6 +26,8 @@ test: lint
 	$(BIN)/pytest -q
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		echo "NOTE: the browser tests of the web console did not run (no Chromium here); install it with: sudo apt-get install -y chromium"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		echo "NOTE: the PostgreSQL journal's tests did not run (no PostgreSQL here); install it with: sudo apt-get install -y postgresql"
 
 # The usual suite beside a process that keeps one core busy, as on a machine shared with other work (capped at 40
 # minutes); the hog is started and stopped by pid here. Not in CI (its time): run it before a change to tests or timing.

@@ -20,7 +20,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,9 @@ class HTTPSystem:
 
 
 class CoordinatorSystem:
-    def __init__(self, storage: str) -> None:
+    def __init__(self, storage: str, **settings: Any) -> None:
         self.name = f"bench-{uuid.uuid4().hex[:6]}"
-        self.coord = rr.connect(name=self.name, storage=storage, finished_retention=50_000)
+        self.coord = rr.connect(name=self.name, storage=storage, finished_retention=50_000, **settings)
         self.queue = "bench"
 
     def fill(self, n: int) -> None:
@@ -200,6 +201,13 @@ def percentile(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------------------------------------ main
 
 
+BACKENDS = {  # key -> (what, the coordinator's settings but its storage): the journal's backends, side by side
+    "c": ("files, NORMAL", {}),
+    "c_full": ("files, FULL", {"journal_synchronous": "FULL"}),
+    "c_pg": ("PostgreSQL", {}),
+}
+
+
 def run(runs: int, n_single: int, n_batched: int, big: int, latency_samples: int) -> dict[str, Any]:
     figures: dict[str, Any] = {"runs": runs, "n_single": n_single, "n_batched": n_batched, "big": big}
     storage = tempfile.mkdtemp(prefix="rr-bench-")
@@ -212,19 +220,37 @@ def run(runs: int, n_single: int, n_batched: int, big: int, latency_samples: int
             http_system = HTTPSystem(server.url)
             figures["b_single"] = median_rate(runs, n_single, http_system.fill, http_system.single)
             figures["b_batched"] = median_rate(runs, n_batched, http_system.fill, http_system.batched)
-        for key, where in (("c", storage), ("c_nojournal", ":memory:")):
-            system = CoordinatorSystem(where)
-            with console.status(f"({key}) coordinator"):
-                figures[f"{key}_single"] = median_rate(runs, n_single, system.fill, system.single)
-                figures[f"{key}_combined"] = median_rate(runs, n_single, system.fill, system.combined)
-                figures[f"{key}_batched"] = median_rate(runs, n_batched, system.fill, system.batched)
-            if key == "c":
-                measure_workers(system, figures, n_batched)
-                measure_scale(system, figures, big, latency_samples)
-            system.close()
+        with postgres(storage) as database:
+            systems = {key: (storage, settings) for key, (_, settings) in BACKENDS.items()}
+            systems["c_pg"] = (storage, {"journal_url": database})
+            systems["c_nojournal"] = (":memory:", {})
+            for key, (where, settings) in systems.items():
+                system = CoordinatorSystem(where, **settings)
+                with console.status(f"({key}) coordinator"):
+                    figures[f"{key}_single"] = median_rate(runs, n_single, system.fill, system.single)
+                    figures[f"{key}_combined"] = median_rate(runs, n_single, system.fill, system.combined)
+                    figures[f"{key}_batched"] = median_rate(runs, n_batched, system.fill, system.batched)
+                if key in BACKENDS:
+                    measure_workers(system, figures, n_batched, key)
+                    measure_scale(system, figures, big, latency_samples, key)
+                system.close()
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     return figures
+
+
+@contextmanager
+def postgres(root: str) -> Iterator[str]:
+    """A PostgreSQL server of this run (Debian's binaries, as the tests start it) and a database on it."""
+    from tests.postgres import start_server
+
+    folder = Path(root) / "postgres"
+    folder.mkdir()
+    server = start_server(folder)
+    try:
+        yield server.new_database()
+    finally:
+        server.ctl("-m", "fast", "stop")
 
 
 def call_rates(runs: int, n_single: int, n_batched: int) -> dict[str, float]:
@@ -243,8 +269,12 @@ def call_rates(runs: int, n_single: int, n_batched: int) -> dict[str, float]:
         shutil.rmtree(storage, ignore_errors=True)
 
 
-def measure_workers(system: CoordinatorSystem, figures: dict[str, Any], n: int) -> None:
+def measure_workers(system: CoordinatorSystem, figures: dict[str, Any], n: int, key: str) -> None:
     """Claim p50/p99 with 1, 2, 4 and 8 workers on batches of 100; the CPU split of the coordinator meanwhile."""
+    if key != "c":  # the other backends: the 4-worker figure only
+        latencies, rate = system.workers_on_batches(4, n)
+        figures[f"{key}_workers_4"] = {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99)}
+        return
     before = system.cpu()
     for workers in (1, 2, 4, 8):
         with console.status(f"{workers} workers on batches of 100"):
@@ -262,25 +292,26 @@ def measure_workers(system: CoordinatorSystem, figures: dict[str, Any], n: int) 
     figures["checkpointer_cpu"] = used["checkpointer"] / used["process"]  # its own process, beside the coordinator
 
 
-def measure_scale(system: CoordinatorSystem, figures: dict[str, Any], big: int, samples: int) -> None:
+def measure_scale(system: CoordinatorSystem, figures: dict[str, Any], big: int, samples: int, key: str) -> None:
     """Claim latency at 1k and at ``big`` queued, memory at ``big`` queued, restart and replay time."""
+    prefix = "" if key == "c" else f"{key}_"
     system.fill(1_000)
     small = system.claim_latencies(samples)
-    figures["rss_empty"] = system.rss()
-    with console.status(f"filling the coordinator to {big:,} queued tasks"):
+    figures[f"{prefix}rss_empty"] = system.rss()
+    with console.status(f"({key}) filling the coordinator to {big:,} queued tasks"):
         started = time.perf_counter()
         system.fill(big)
-        figures["fill_rate"] = big / (time.perf_counter() - started)
+        figures[f"{prefix}fill_rate"] = big / (time.perf_counter() - started)
     large = system.claim_latencies(samples)
     figures |= {
-        "p50_1k": percentile(small, 0.5),
-        "p99_1k": percentile(small, 0.99),
-        "p50_big": percentile(large, 0.5),
-        "p99_big": percentile(large, 0.99),
-        "rss_big": system.rss(),
+        f"{prefix}p50_1k": percentile(small, 0.5),
+        f"{prefix}p99_1k": percentile(small, 0.99),
+        f"{prefix}p50_big": percentile(large, 0.5),
+        f"{prefix}p99_big": percentile(large, 0.99),
+        f"{prefix}rss_big": system.rss(),
     }
-    with console.status(f"restarting the coordinator with {big:,} tasks in its journal"):
-        figures["restart_s"], figures["replay_s"] = system.restart()
+    with console.status(f"({key}) restarting the coordinator with {big:,} tasks in its journal"):
+        figures[f"{prefix}restart_s"], figures[f"{prefix}replay_s"] = system.restart()
 
 
 def report(f: dict[str, Any]) -> None:
@@ -346,6 +377,39 @@ def report(f: dict[str, Any]) -> None:
     )
 
 
+def report_backends(f: dict[str, Any]) -> None:
+    """The journal's backends side by side: files at NORMAL and FULL, and PostgreSQL (synchronous_commit on)."""
+    big = f"{f['big'] // 1000:,}k" if f["big"] < 1_000_000 else f"{f['big'] // 1_000_000}M"
+    table = Table(title=f"the journal's backends (medians of {f['runs']} runs)")
+    for column in ("figure", *(what for what, _ in BACKENDS.values())):
+        table.add_column(column, justify="right")
+    prefixes = {"c": "", "c_full": "c_full_", "c_pg": "c_pg_"}
+
+    def of(key: str, name: str) -> Any:
+        return f[f"{prefixes[key]}{name}"]
+
+    def row(label: str, value: Callable[[str], str]) -> None:
+        table.add_row(label, *(value(key) for key in BACKENDS))
+
+    row("single tasks/s (claim + complete)", lambda k: f"{f[f'{k}_single']:,.0f}")
+    row("single tasks/s (combined call)", lambda k: f"{f[f'{k}_combined']:,.0f}")
+    row("batched tasks/s (batches of 100)", lambda k: f"{f[f'{k}_batched']:,.0f}")
+    row("claim p50 / p99, 4 workers on batches", lambda k: _ms(of(k, "workers_4")["p50"], of(k, "workers_4")["p99"]))
+    row("claim p50 / p99, one at a time (1k queued)", lambda k: _ms(of(k, "p50_1k"), of(k, "p99_1k")))
+    row(f"replay of {big} (kill to first answer)", lambda k: f"{of(k, 'replay_s'):.1f} s ({of(k, 'restart_s'):.1f} s)")
+    row(f"memory at {big} queued", lambda k: f"{of(k, 'rss_big') / 2**30:.2f} GB")
+    console.print(table)
+    for name, key in (("single", "single"), ("combined", "combined"), ("batched", "batched")):
+        ratio = f[f"c_pg_{key}"] / f[f"c_full_{key}"]
+        console.print(f"PostgreSQL / files at FULL, {name}: {ratio:.2f}x (target >= 0.7x: {_verdict(ratio >= 0.7)})")
+    replay = f["c_pg_replay_s"]
+    console.print(f"PostgreSQL replay of {big}: {replay:.1f} s (target <= 15 s: {_verdict(replay <= 15)})")
+
+
+def _ms(p50: float, p99: float) -> str:
+    return f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f} ms"
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -381,6 +445,7 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     report(figures)
+    report_backends(figures)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2))
 

@@ -1,29 +1,81 @@
-"""The audit log: one JSON line per mutating call (who, what, when, outcome); never bodies or secrets."""
+"""The audit log: one JSON entry per mutating call (who, what, when, outcome); never bodies or secrets.
+
+It goes where the coordinator's state is: a JSON-lines file beside the journal (``audit.jsonl``), or, with the
+journal in PostgreSQL (``RAY_RUNTIME_JOURNAL_URL``), the ``audit`` table of the coordinator's schema, so losing
+the head loses none of it. Entries reach PostgreSQL from a background thread, in batches, kept and sent again
+while it is away.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["AuditLog"]
 
+logger = logging.getLogger(__name__)
+_BATCH = 500
+
 
 class AuditLog:
-    """Appends audit entries to a JSON-lines file (one writer lock per process)."""
+    """Records audit entries through a sink (a file, or PostgreSQL); build one with :meth:`file` or
+    :meth:`postgres`."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path.expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+    def __init__(self, sink: Callable[[float, str], None], location: str) -> None:
+        self._sink = sink
+        self.location = location
+
+    @classmethod
+    def file(cls, path: Path) -> AuditLog:
+        """Entries appended to a JSON-lines file (one writer lock per process)."""
+        path = path.expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = threading.Lock()
+
+        def append(at: float, line: str) -> None:
+            with lock, path.open("a") as file:
+                file.write(line + "\n")
+
+        return cls(append, str(path))
+
+    @classmethod
+    def postgres(cls, url: str, coordinator: str) -> AuditLog:
+        """Entries inserted into the ``audit`` table of the coordinator's schema, in batches, by a thread."""
+        from ray_runtime.coordinator.postgres import Database, redact, schema_name
+
+        database = Database(url, schema_name(coordinator), synchronous_commit="on", retry_for_s=3600)
+        pending: queue.Queue[tuple[float, str]] = queue.Queue()
+
+        def insert_forever() -> None:
+            while True:
+                batch = [pending.get()]
+                while len(batch) < _BATCH and not pending.empty():
+                    batch.append(pending.get_nowait())
+                try:
+                    database.run(
+                        lambda connection, rows=batch: connection.cursor().executemany(
+                            "INSERT INTO audit (at, entry) VALUES (%s, %s)", rows
+                        ),
+                        "writing the audit log",
+                    )
+                except Exception:
+                    logger.exception("could not write %d audit entries; they are dropped", len(batch))
+
+        threading.Thread(target=insert_forever, name="audit-log", daemon=True).start()
+        return cls(lambda at, line: pending.put((at, line)), f"{redact(url)} (table audit)")
 
     def record(
         self, *, key_id: str | None, tenant: str | None, method: str, path: str, status: int, **extra: Any
     ) -> None:
+        at = round(time.time(), 3)
         entry = {
-            "at": round(time.time(), 3),
+            "at": at,
             "key_id": key_id,
             "tenant": tenant,
             "action": f"{method} {path}",
@@ -31,6 +83,4 @@ class AuditLog:
             "outcome": "ok" if status < 400 else "refused" if status < 500 else "error",
             **extra,
         }
-        line = json.dumps(entry, separators=(",", ":")) + "\n"
-        with self._lock, self.path.open("a") as file:
-            file.write(line)
+        self._sink(at, json.dumps(entry, separators=(",", ":")))

@@ -16,6 +16,7 @@ from ray_runtime.api.dashboard import Dashboard
 from ray_runtime.api.limits import TenantLimiter
 from ray_runtime.api.logtail import LogHub
 from ray_runtime.api.settings import ApiSettings
+from ray_runtime.config import CoordinatorSettings
 from ray_runtime.keys import Caller, KeyStore
 
 __all__ = ["Services"]
@@ -70,9 +71,16 @@ class Services:
             poll_interval_s=self.settings.log_poll_interval_s,
             heartbeat_s=self.settings.log_heartbeat_s,
         )
-        storage = Path(os.environ.get("RAY_RUNTIME_STORAGE", "~/.ray_runtime")).expanduser()
-        self.audit = AuditLog(self.settings.audit_log or storage / "audit.jsonl")
+        self.audit = self._audit_log()
         await self.auth.start()
+
+    def _audit_log(self) -> AuditLog:
+        """Where the coordinator's state is: its PostgreSQL database, else a file beside its journal."""
+        journal_url = CoordinatorSettings().journal_url
+        if journal_url and self.settings.audit_log is None:
+            return AuditLog.postgres(journal_url, self.settings.coordinator_name)
+        storage = Path(os.environ.get("RAY_RUNTIME_STORAGE", "~/.ray_runtime")).expanduser()
+        return AuditLog.file(self.settings.audit_log or storage / "audit.jsonl")
 
     async def stop(self) -> None:
         if self.dashboard is not None:

@@ -17,6 +17,7 @@ from ray_runtime._version import __version__
 from ray_runtime.cli import local
 from ray_runtime.cli.admin import admin_app, keys_app
 from ray_runtime.cli.chat import chat
+from ray_runtime.cli.coordinator import coordinator_app
 from ray_runtime.cli.jobs import job_app
 from ray_runtime.cli.plugins import plugin_app, run_app
 from ray_runtime.cli.queues import queue_app, resources_app, task_app
@@ -50,6 +51,7 @@ app.add_typer(resources_app, name="resources")
 app.add_typer(keys_app, name="keys")
 app.add_typer(template_app, name="template")
 app.add_typer(session_app, name="session")
+app.add_typer(coordinator_app, name="coordinator")
 app.registered_commands += run_app.registered_commands + admin_app.registered_commands
 
 

@@ -1,10 +1,10 @@
 """The messages that cross Ray between drivers and the coordinator actor: one named tuple per call, defined here
 once and imported by both sides (the builders in ``*_calls`` make them, the actor's methods read them).
 
-Payloads (inputs, results, metadata, configs) travel as JSON text, which the actor stores as it is; a message is
-pickled whole (``packing``), as one buffer. A named tuple pickles as its class and its fields, so it costs no more
-than the positional tuple it replaced, while a field out of place is an error where it is made, not a wrong value
-where it is read.
+Payloads (inputs, results, metadata, configs) travel as JSON text, which the actor stores as it is. A message
+travels as its fields, pickled as one buffer (``packing``), and is read back as its named tuple (``packing.read``,
+which checks its arity), so it costs what the positional tuple it replaced cost, while every field is named where
+the message is made and where it is read.
 """
 
 from __future__ import annotations
@@ -103,12 +103,9 @@ class Complete(NamedTuple):
     request_id: str
 
 
-class Completion(NamedTuple):
-    """One result of a batch: the attempt, its result (JSON) and the pair's own request id."""
-
-    attempt_id: str
-    result: str
-    request_id: str
+Completion = tuple[str, str, str]
+"""One result of a batch: (attempt id, result as JSON, the pair's own request id); a plain tuple, as a batch
+carries hundreds of them."""
 
 
 class CompleteMany(NamedTuple):

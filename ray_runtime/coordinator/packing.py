@@ -24,9 +24,9 @@ unpack = pickle.loads
 
 
 def read(payload: bytes, kind: type[M]) -> M:
-    """A call's message, checked to be the one its method takes (a driver of another release, or a wrong call,
-    gets an error naming both instead of fields read out of place)."""
-    message = pickle.loads(payload)
-    if type(message) is not kind:
-        raise InvalidArgumentError("message", f"expected {kind.__name__}, got {type(message).__name__}")
-    return message
+    """A call's message as the named tuple its method takes, from the fields it travelled as (a driver of another
+    release, or a wrong call, gets an error naming the message instead of fields read out of place)."""
+    fields = pickle.loads(payload)
+    if not isinstance(fields, tuple) or len(fields) != len(kind._fields):  # type: ignore[attr-defined]
+        raise InvalidArgumentError("message", f"is not a {kind.__name__} ({len(kind._fields)} fields)")  # type: ignore[attr-defined]
+    return kind._make(fields)  # type: ignore[attr-defined]

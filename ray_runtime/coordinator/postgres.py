@@ -43,6 +43,7 @@ from ray_runtime.models.tasks import TaskStatus
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Database",
     "FencedError",
     "PostgresJournal",
     "PostgresSnapshotStore",
@@ -120,7 +121,7 @@ CREATE TABLE IF NOT EXISTS audit (n BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION N
 _MIGRATIONS: dict[int, str] = {1: ""}
 
 
-class _Database:
+class Database:
     """One connection to the journal's schema, made again when it drops: statements that fail because PostgreSQL
     is away (restarting, failing over) are tried again on a new connection for up to ``retry_for_s``."""
 
@@ -187,7 +188,7 @@ class PostgresJournal(Journal):
         self.schema = schema_name(name)
         self.location = f"{redact(url)} (schema {self.schema})"
         self.capabilities = JournalCapabilities(durable=True, survives_power_loss=True)
-        self.db = _Database(url, self.schema, synchronous_commit="on", retry_for_s=retry_for_s)
+        self.db = Database(url, self.schema, synchronous_commit="on", retry_for_s=retry_for_s)
         self.db.run(self._create, "creating the schema")
         self.epoch, self.seq = self.db.run(self._take_over, "taking the journal over")
         self.fenced: str | None = None
@@ -377,11 +378,17 @@ class PostgresSnapshotStore:
     """
 
     def __init__(self, url: str, name: str, *, retry_for_s: float = _RETRY_FOR_S) -> None:
-        self.db = _Database(url, schema_name(name), synchronous_commit="on", retry_for_s=retry_for_s)
+        self.db = Database(url, schema_name(name), synchronous_commit="on", retry_for_s=retry_for_s)
 
     def put(self, session_id: str, data: bytes) -> dict[str, Any]:
         """Store a snapshot; returns its checkpoint record (key, bytes, at). The newest two are kept."""
         key, at = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", time.time()
+        self.store(session_id, key, data, at)
+        return {"key": key, "bytes": len(data), "at": at}
+
+    def store(self, session_id: str, key: str, data: bytes, at: float | None = None) -> None:
+        """Store a snapshot under a key it already has (a migration); the newest two of a session are kept."""
+        at = time.time() if at is None else at
 
         def store(connection: psycopg.Connection) -> None:
             with connection.transaction(), connection.cursor() as cursor:
@@ -396,7 +403,6 @@ class PostgresSnapshotStore:
                 )
 
         self.db.run(store, "storing a snapshot")
-        return {"key": key, "bytes": len(data), "at": at}
 
     def get(self, session_id: str, key: str) -> bytes:
         """One snapshot's bytes."""

@@ -334,6 +334,5 @@ def _completions(results: Iterable[tuple[str, Any]]) -> list[Completion]:
     """A batch's ``(attempt_id, result)`` pairs, each with a request id of its own (the batch's, numbered)."""
     batch = new_request_id()
     return [
-        Completion(attempt_id, to_json(f"results[{i}]", result), f"{batch}.{i}")
-        for i, (attempt_id, result) in enumerate(results)
+        (attempt_id, to_json(f"results[{i}]", result), f"{batch}.{i}") for i, (attempt_id, result) in enumerate(results)
     ]

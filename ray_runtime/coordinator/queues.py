@@ -43,7 +43,7 @@ from ray_runtime.errors import (
 )
 from ray_runtime.models.tasks import TaskStatus
 
-__all__ = ["TASK_ROW_FIELDS", "NewTask", "TaskQueues", "TaskRecord", "attempt_task_id"]
+__all__ = ["TASK_ROW_FIELDS", "NewTask", "TaskQueues", "TaskRecord", "attempt_task_id", "task_row"]
 
 QUEUED, LEASED = TaskStatus.QUEUED, TaskStatus.LEASED
 SUCCEEDED, FAILED, CANCELLED, DEAD = (
@@ -154,7 +154,7 @@ _row_values = attrgetter(*TASK_ROW_FIELDS)
 _STATUS_AT = TASK_ROW_FIELDS.index("status")
 
 
-def _task_row(record: TaskRecord) -> tuple[Any, ...]:
+def task_row(record: TaskRecord) -> tuple[Any, ...]:
     """The journal row of a record: plain values only (the status as its string)."""
     row = _row_values(record)
     return (*row[:_STATUS_AT], record.status.value, *row[_STATUS_AT + 1 :])
@@ -904,7 +904,7 @@ class TaskQueues:
             updated.pop(record.id, None)
         inserted = [r for r in inserted if r.id not in gone]
         payloads = [(r.id, r.input, r.metadata) for r in inserted]
-        rows = [_task_row(r) for r in inserted] + [_task_row(r) for r in updated.values()]
+        rows = [task_row(r) for r in inserted] + [task_row(r) for r in updated.values()]
         return payloads, rows, deleted
 
     def _restore_lease(self, record: TaskRecord, now: float) -> None:

@@ -33,6 +33,11 @@ class SnapshotStore:
     def put(self, session_id: str, data: bytes) -> dict[str, Any]:
         """Store a snapshot; returns its checkpoint record (key, bytes, at)."""
         key = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        self.store(session_id, key, data)
+        return {"key": key, "bytes": len(data), "at": time.time()}
+
+    def store(self, session_id: str, key: str, data: bytes) -> None:
+        """Store a snapshot under a key it already has (a migration); the newest two of a session are kept."""
         if self.root is None:
             with self._lock:
                 self._memory.setdefault(session_id, {})[key] = data
@@ -46,7 +51,6 @@ class SnapshotStore:
                 os.fsync(file.fileno())
             temporary.rename(folder / f"{key}.snap")
         self._prune(session_id)
-        return {"key": key, "bytes": len(data), "at": time.time()}
 
     def get(self, session_id: str, key: str) -> bytes:
         """One snapshot's bytes."""

@@ -18,14 +18,20 @@ from ..conftest import SESSION_SETTINGS
 from ..waiting import wait_until
 
 
-@pytest.fixture
-def own_coordinator(ray_cluster):
-    """A coordinator of this test alone (its own actor and journal), removed afterwards. Its checkpointer folds
-    every 50 ms, so kills land while it folds, and a new coordinator replays while the old one's checkpointer ends."""
+@pytest.fixture(params=["files", "postgres"])
+def own_coordinator(request, ray_cluster):
+    """A coordinator of this test alone (its own actor and journal), removed afterwards; on each backend: files
+    (its checkpointer folds every 50 ms, so kills land while it folds, and a new coordinator replays while the old
+    one's checkpointer ends), and PostgreSQL (a database of the test's own)."""
     name = f"faults-{uuid.uuid4().hex[:8]}"
-    coord = rr.connect(name=name, **SESSION_SETTINGS, checkpoint_interval_s=0.05)
+    backend = {"journal_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    coord = rr.connect(name=name, **SESSION_SETTINGS, checkpoint_interval_s=0.05, **backend)
     yield coord
     ray.kill(coord.actor, no_restart=True)
+
+
+def backend_of(coord) -> str:
+    return "PostgreSQL" if coord.info()["journal"].startswith("postgresql://") else "files"
 
 
 def kill_and_wait_for_restart(coord) -> None:
@@ -52,7 +58,7 @@ def test_a_restart_of_an_idle_coordinator_is_timed(own_coordinator, figures):
     start = coord.info()["start"]
     assert start["first_call_s"] >= start["ready_s"] >= start["imports_s"] > 0 and start["replay_s"] >= 0
     figures(
-        "coordinator restart, idle (kill → first answered call)",
+        f"coordinator restart, idle, journal in {backend_of(coord)} (kill → first answered call)",
         f"median {restarts[1]:.2f} s of 3; the last start, seconds from its process's start: {start}",
     )
 
@@ -130,7 +136,7 @@ def test_killing_the_coordinator_repeatedly_under_load_loses_no_task_and_accepts
     accepted = [item for items in ray.get(workers, timeout=600) for item in items]
     restarts.sort()
     figures(
-        "coordinator restart under load (kill → first answered call)",
+        f"coordinator restart under load, journal in {backend_of(coord)} (kill → first answered call)",
         f"median {restarts[len(restarts) // 2]:.2f} s, worst {restarts[-1]:.2f} s over {kills} kills; "
         f"the last start: {coord.info()['start']}",
     )

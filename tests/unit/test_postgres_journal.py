@@ -134,3 +134,23 @@ def test_coordinators_sharing_a_database_keep_their_state_apart(postgres_url, st
     assert len(first.load().tasks) == 1 and second.load().tasks == []
     first.close()
     second.close()
+
+
+def test_the_audit_log_goes_to_the_journals_database(postgres_server, postgres_url):
+    from ray_runtime.api.audit import AuditLog
+
+    from ..waiting import wait_until
+
+    audit = AuditLog.postgres(postgres_url, "audited")
+    assert postgres_server.password not in audit.location
+    PostgresJournal(postgres_url, "audited").close()  # the coordinator made its schema
+    audit.record(key_id="k1", tenant=T, method="POST", path="/api/v1/queues/q/tasks", status=201)
+    audit.record(key_id=None, tenant=None, method="POST", path="/api/v1/queues/q/tasks", status=401)
+
+    def entries() -> list[dict]:
+        with psycopg.connect(postgres_url) as connection:
+            rows = connection.execute(f"SELECT entry FROM {schema_name('audited')}.audit ORDER BY n").fetchall()
+        return [json.loads(entry) for (entry,) in rows]
+
+    written = wait_until(lambda: len(entries()) == 2 and entries(), 30, what="the audit entries")
+    assert [(e["tenant"], e["status"], e["outcome"]) for e in written] == [(T, 201, "ok"), (None, 401, "refused")]
