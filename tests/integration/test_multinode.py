@@ -53,7 +53,7 @@ def test_the_coordinator_on_postgres_moves_off_a_lost_node_with_everything(postg
     assert done.returncode == 0, done.stderr[-5000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert report["coordinator_before"] == "worker" and report["coordinator_after"] == "head"
+    assert report["coordinator_before"] == "first" and report["coordinator_after"] == "standby"
     assert report["acked"] > 0 and report["acked_found"] == report["acked"]  # no acknowledged enqueue lost
     assert report["completed_kept"] and report["caller_errors"] == []  # callers waited through the move
     assert report["lease_still_live"] == "succeeded"  # a lease taken before the move is honoured after it
