@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# synapse-sdk's AgentClient, for the compatibility tests: it declares Python >= 3.12 while its client modules
 	# run on 3.11, and its other dependencies (OpenCV, cloud filesystems) are not needed by them
 	$(BIN)/pip install --quiet --no-deps --ignore-requires-python synapse-sdk==2026.2.17
+	# Agent Lightning 1.0 (its server as the reference of the /agl routes, its rollout manager and reconciler as
+	# clients): it declares Python >= 3.12 too; what it imports is in the test extra.
+	$(BIN)/pip install --quiet --no-deps --ignore-requires-python agentlightning==1.0.2
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.plugins
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.sessions
+	$(BIN)/python -m bench.agl
 
 fuzz: $(STAMP)  # schemathesis over every operation for 20 minutes (CI runs one minute of it in make test)
 	RAY_RUNTIME_FUZZ_S=1200 $(BIN)/pytest -q --timeout 3000 tests/integration/test_api_schema.py

@@ -40,6 +40,9 @@ def private_ray(num_cpus: int = 4, **env: str) -> Iterator[tuple[Any, str]]:
         _temp_dir=os.path.join(temp, "ray"),
         log_to_driver=False,
     )
+    # where Ray's job supervisor looks for its cluster's address (`ray start` writes it, ray.init does not; without
+    # it Ray would take any GCS process on the machine)
+    Path(temp, "ray", "ray_current_cluster").write_text(context.address_info["address"])
     try:
         yield context, temp
     finally:

@@ -54,6 +54,9 @@ class CoordinatorSettings(BaseSettings):
     session_retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="Closed sessions (and their snapshots) kept this long."
     )
+    rollout_retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Ended Agent Lightning rollouts nobody deleted kept this long."
+    )
 
     def journal_path(self, name: str) -> Path:
         """Where the coordinator called ``name`` keeps its journal."""

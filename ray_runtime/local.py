@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ray_runtime.coordinator import Coordinator
 
+from ray_runtime._environ import environ
 from ray_runtime._local_state import (
     DEFAULT_DIR,
     RAY_AUTH_VARIABLES,
@@ -225,11 +226,10 @@ def _start_in_cluster(
     from ray_runtime.coordinator import connect
 
     on_step("coordinator", "starting the coordinator")
-    saved = {name: os.environ.get(name) for name in ("RAY_RUNTIME_STORAGE", "PATH", *RAY_AUTH_VARIABLES)}
-    os.environ.update({name: env[name] for name in ("RAY_RUNTIME_STORAGE", "PATH")})
-    join_local_runtime(state.token_path)
-    # What Ray tells a driver (a worker that died, say) it prints on stdout: keep it off `up --json`'s output
-    try:
+    variables = {name: env[name] for name in ("RAY_RUNTIME_STORAGE", "PATH")}
+    with environ(variables, restore=RAY_AUTH_VARIABLES):
+        join_local_runtime(state.token_path)
+        # What Ray tells a driver (a worker that died, say) it prints on stdout: keep it off `up --json`'s output
         with contextlib.redirect_stdout(sys.stderr):
             try:
                 ray.init(address=state.gcs_address, log_to_driver=False, logging_level="ERROR")
@@ -243,12 +243,6 @@ def _start_in_cluster(
                 on_step("serve", "ready")
             finally:
                 ray.shutdown()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _dev_key(directory: Path, coordinator: Coordinator) -> str:

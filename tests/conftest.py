@@ -76,6 +76,10 @@ def ray_cluster() -> Iterator[dict[str, str]]:
         namespace="ray_runtime_tests",
         log_to_driver=False,
     )
+    # Ray's job supervisor finds the address it gives a job's driver in <temp dir>/ray_current_cluster, which
+    # `ray start` writes and ray.init does not; without it Ray looks for any GCS process on the machine, and with
+    # another cluster running here a job's driver could join that one: write it, as `ray start` would
+    Path(root, "ray", "ray_current_cluster").write_text(context.address_info["address"])
     try:
         yield {
             "address": context.address_info["address"],

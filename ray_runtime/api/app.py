@@ -18,6 +18,7 @@ from ray_runtime._version import __version__
 from ray_runtime.api.middleware import Guard
 from ray_runtime.api.routes import (
     agent_socket,
+    agl,
     cluster,
     console,
     health,
@@ -32,6 +33,7 @@ from ray_runtime.api.routes import (
     sessions,
     synapse,
     tenants,
+    traces,
 )
 from ray_runtime.api.services import Services
 from ray_runtime.api.settings import ApiSettings
@@ -159,8 +161,9 @@ def create_app(settings: ApiSettings | None = None, *, allow_dev_mode: bool | No
     app.add_middleware(Guard, services=services, metrics=metrics, limit_for=_body_limit(settings))
     _install_error_handlers(app)
     families = (health, jobs, ray_jobs, cluster, serve, plugins, sessions, agent_socket, queues, resources, keys)
-    families += (tenants, legacy, console)
+    families += (tenants, legacy, traces, console)
     for module in families:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(synapse.router, prefix=settings.synapse_prefix, responses=ERROR_RESPONSES)
+    app.mount(settings.agl.prefix, agl.agl_app(services))
     return app

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
 
 from ray_runtime._ray import dashboard_url, init_ray
+from ray_runtime.api.agl_proxy import AglProxy
 from ray_runtime.api.audit import AuditLog
 from ray_runtime.api.auth import Authenticator
 from ray_runtime.api.dashboard import Dashboard
@@ -18,8 +23,11 @@ from ray_runtime.api.logtail import LogHub
 from ray_runtime.api.settings import ApiSettings
 from ray_runtime.config import CoordinatorSettings
 from ray_runtime.keys import Caller, KeyStore
+from ray_runtime.sessions.model_calls import ANNOUNCE_EVERY_S, FACADES
 
 __all__ = ["Services"]
+
+logger = logging.getLogger("ray_runtime.api")
 
 _UNKNOWN = object()
 _FINISHED_RUN_TTL_S = 3600.0  # a finished run never changes again
@@ -40,6 +48,11 @@ class Services:
         self.auth: Authenticator = None  # type: ignore[assignment]
         self.logs: LogHub = None  # type: ignore[assignment]
         self.audit: AuditLog | None = None
+        self.agl_events: Any = None  # coordinator.rollout_events.EventStore, set by start()
+        self.agl_proxy: Any = None  # api.agl_proxy.AglProxy, set by start()
+        self.agl_tasks: TTLCache[tuple[str, str], str] = TTLCache(maxsize=65536, ttl=1.0)  # (tenant, rollout) -> task
+        self.replica = uuid.uuid4().hex[:12]  # this façade process, among the replicas
+        self._announcing: asyncio.Task[None] | None = None
         self.limiter: TenantLimiter = None  # type: ignore[assignment]
         self.catalog = PluginCatalog(settings.plugins_dir, describe_session=describe_template)
         self.templates = TemplateSource(settings.plugins_dir)
@@ -72,7 +85,29 @@ class Services:
             heartbeat_s=self.settings.log_heartbeat_s,
         )
         self.audit = self._audit_log()
+        self.agl_events = await asyncio.to_thread(self._event_store)
+        self.agl_proxy = AglProxy(self.settings.agl, self.coordinator.kv)
         await self.auth.start()
+        if self.settings.public_url:
+            self._announcing = asyncio.get_running_loop().create_task(self._announce(self.settings.public_url))
+
+    async def _announce(self, url: str) -> None:
+        """Tell session hosts where this façade is (their turns' model proxy), again every little while."""
+        while True:
+            try:
+                await self.coordinator.kv.put(FACADES, self.replica, {"url": url, "at": time.time()})
+            except Exception as exc:
+                logger.warning("could not announce this façade (will retry): %s", exc)
+            await asyncio.sleep(ANNOUNCE_EVERY_S)
+
+    def _event_store(self) -> Any:
+        """Agent Lightning's rollout events, where the coordinator's state is."""
+        from ray_runtime.coordinator.rollout_events import open_event_store
+
+        coordinator = CoordinatorSettings()
+        return open_event_store(
+            journal_url=coordinator.journal_url, coordinator=self.settings.coordinator_name, storage=coordinator.storage
+        )
 
     def _audit_log(self) -> AuditLog:
         """Where the coordinator's state is: its PostgreSQL database, else a file beside its journal."""
@@ -83,8 +118,16 @@ class Services:
         return AuditLog.file(self.settings.audit_log or storage / "audit.jsonl")
 
     async def stop(self) -> None:
+        if self._announcing is not None:
+            self._announcing.cancel()
+            with contextlib.suppress(Exception):
+                await self.coordinator.kv.delete(FACADES, self.replica)
         if self.dashboard is not None:
             await self.dashboard.close()
+        if self.agl_proxy is not None:
+            await self.agl_proxy.close()
+        if self.agl_events is not None:
+            self.agl_events.close()
 
     @property
     def dev_mode(self) -> bool:

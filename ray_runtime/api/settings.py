@@ -5,12 +5,24 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ray_runtime.models.api import StreamLimits
 
-__all__ = ["ApiSettings", "StreamLimits"]
+__all__ = ["AglSettings", "ApiSettings", "StreamLimits"]
+
+
+class AglSettings(BaseModel):
+    """Agent Lightning 1.0's routes and its LLM proxy's rewrite (that server's ``default_proxy``)."""
+
+    prefix: str = Field(default="/agl", pattern=r"^(/[A-Za-z0-9_.-]+)+$", description="Where its routes are served.")
+    model_name: str = Field(default="Qwen/Qwen2.5-7B-Instruct", description="The model the proxy serves.")
+    train_temperature: float = 1.0
+    val_temperature: float = 0.7
+    include_log_probs: bool = Field(default=True, description="Ask for log-probabilities in training.")
+    include_routed_experts: bool = Field(default=False, description="Ask for MoE routing arrays in training.")
+    upstream_timeout_s: float = Field(default=300.0, gt=0, description="One model server call's timeout.")
 
 
 class ApiSettings(BaseSettings):
@@ -23,6 +35,11 @@ class ApiSettings(BaseSettings):
     ray_address: str | None = Field(default=None, description="Ray address (default: RAY_ADDRESS or auto).")
     dashboard_url: str | None = Field(default=None, description="Ray dashboard (default: the cluster's own).")
     coordinator_name: str = Field(default="coordinator", description="The coordinator actor to use.")
+    public_url: str | None = Field(
+        default=None,
+        description="This façade's URL as the cluster reaches it, announced to session hosts (their turns' model "
+        "proxy); `ray-runtime api` sets it from its bind (a wildcard bind: this node's address).",
+    )
     plugins_dir: Path = Path("plugins")
     legacy_queue: str = Field(default="rollouts", description="Queue behind the Agent Lightning legacy routes.")
     synapse_prefix: str = Field(
@@ -53,6 +70,7 @@ class ApiSettings(BaseSettings):
     )
     audit_log: Path | None = Field(default=None, description="JSON-lines audit file (default: storage/audit.jsonl).")
     stream_limits: StreamLimits = Field(default_factory=StreamLimits)
+    agl: AglSettings = Field(default_factory=AglSettings, description="RAY_RUNTIME_API_AGL__<FIELD>.")
 
     def loopback(self) -> bool:
         """Whether the façade binds to this machine only (the condition for dev mode)."""

@@ -16,6 +16,7 @@ import typer
 from ray_runtime._version import __version__
 from ray_runtime.cli import local
 from ray_runtime.cli.admin import admin_app, keys_app
+from ray_runtime.cli.agl import agl_app
 from ray_runtime.cli.chat import chat
 from ray_runtime.cli.coordinator import coordinator_app
 from ray_runtime.cli.jobs import job_app
@@ -52,6 +53,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(template_app, name="template")
 app.add_typer(session_app, name="session")
 app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(agl_app, name="agl")
 app.registered_commands += run_app.registered_commands + admin_app.registered_commands
 
 

@@ -163,6 +163,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+TraceFormatOption = Annotated[
+    str, typer.Option("--format", help="otlp (OTLP/JSON spans, for trace viewers) or triplet (AGL's, for trainers).")
+]
+OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")]
+
+
+def write_trace(value: Any, output: Path | None, what: str) -> None:
+    """A trace as JSON: to ``output`` (saying where it went), else to stdout."""
+    if output is None:
+        print_json(value)
+        return
+    output.write_text(json.dumps(value, indent=2))
+    errors.print(f"{what} written to {escape(str(output))}", highlight=False)
+
+
 def print_json(value: Any) -> None:
     """JSON on stdout, unstyled when piped."""
     text = json.dumps(_plain(value), default=str, indent=2)

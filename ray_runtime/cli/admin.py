@@ -32,6 +32,13 @@ def api(
     dashboard: Annotated[str | None, typer.Option(help="Ray dashboard URL (default: the cluster's).")] = None,
     plugins_dir: Annotated[Path, typer.Option(help="Plugins the façade can submit and serve.")] = Path("plugins"),
     coordinator: Annotated[str, typer.Option(help="Coordinator actor name.")] = "coordinator",
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_RUNTIME_API_PUBLIC_URL",
+            help="This façade's URL as the cluster reaches it (default: from --host and --port).",
+        ),
+    ] = None,
 ) -> None:
     """Run the API façade under uvicorn. Without API keys it serves only on loopback (dev mode)."""
     import uvicorn
@@ -48,6 +55,7 @@ def api(
         dashboard_url=dashboard,
         plugins_dir=plugins_dir,
         coordinator_name=coordinator,
+        public_url=public_url or _reachable_url(host, port),
     )
     connect_ray(address)
     keys = connect(name=coordinator).kv.items(KEYS_NAMESPACE)
@@ -59,6 +67,15 @@ def api(
         )
     console.print(f"ray_runtime API on http://{host}:{port} (OpenAPI at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", ws="auto")
+
+
+def _reachable_url(host: str, port: int) -> str:
+    """Where the cluster reaches a façade bound to ``host``: a wildcard bind is reached at this node's address."""
+    if host in ("0.0.0.0", "::", ""):
+        from ray.util import get_node_ip_address
+
+        host = get_node_ip_address()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @keys_app.command("create")

@@ -11,6 +11,8 @@ from rich.text import Text
 from ray_runtime.cli._common import (
     EXIT_FAILED,
     JsonFlag,
+    OutputOption,
+    TraceFormatOption,
     ago,
     console,
     handles_errors,
@@ -18,6 +20,7 @@ from ray_runtime.cli._common import (
     show,
     table,
     with_client,
+    write_trace,
 )
 from ray_runtime.cli.jobs import _metadata
 from ray_runtime.client import RuntimeClient
@@ -27,7 +30,7 @@ from ray_runtime.models.sessions import SessionInfo, SessionStatus, Template
 
 template_app = typer.Typer(help="Agent session templates (plugin actions of mode session).", no_args_is_help=True)
 session_app = typer.Typer(
-    help="Agent sessions: create, list, get, invoke, pause, resume, fork, refresh, cancel, close, transcript.",
+    help="Agent sessions: create, list, get, invoke, pause, resume, fork, refresh, cancel, close, transcript, trace.",
     no_args_is_help=True,
 )
 
@@ -279,3 +282,14 @@ def transcript(client: RuntimeClient, session_id: SessionId, as_json: JsonFlag =
         as_json,
         lambda: table(f"transcript of {session_id}", ["turn", "at", "status", "asked", "answered"], rows, wrap=True),
     )
+
+
+@session_app.command("trace")
+@handles_errors
+@with_client
+def trace(
+    client: RuntimeClient, session_id: SessionId, format: TraceFormatOption = "otlp", output: OutputOption = None
+) -> None:
+    """Its turns as a trace: OTLP/JSON spans with the GenAI conventions (load them in a trace viewer), or AGL
+    triplets (prompt, response, reward) for a trainer."""
+    write_trace(client.session_trace(session_id, format), output, f"the trace of {session_id}")

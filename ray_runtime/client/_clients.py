@@ -330,6 +330,8 @@ class RuntimeClient(_Base):
     close_session = _blocking(SessionCalls._close_session)
     invoke_session = _blocking(SessionCalls._invoke_session)
     session_transcript = _blocking(SessionCalls._session_transcript)
+    session_trace = _blocking(SessionCalls._session_trace)
+    rollout_trace = _blocking(SessionCalls._rollout_trace)
 
 
 class AsyncRuntimeClient(_Base):
@@ -516,3 +518,5 @@ class AsyncRuntimeClient(_Base):
     close_session = _awaitable(SessionCalls._close_session)
     invoke_session = _awaitable(SessionCalls._invoke_session)
     session_transcript = _awaitable(SessionCalls._session_transcript)
+    session_trace = _awaitable(SessionCalls._session_trace)
+    rollout_trace = _awaitable(SessionCalls._rollout_trace)

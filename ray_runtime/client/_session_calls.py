@@ -96,6 +96,16 @@ class SessionCalls:
         """A session's turns, oldest first."""
         return Request("GET", f"/api/v1/sessions/{_segment(session_id)}/transcript", _typed(list[TurnRecord]))
 
+    def _session_trace(self, session_id: str, format: str = "otlp") -> Request[Any]:
+        """A session's turns as a trace: OTLP/JSON spans (``format="otlp"``) or AGL triplets (``"triplet"``)."""
+        path = f"/api/v1/sessions/{_segment(session_id)}/trace"
+        return Request("GET", path, _typed(Any), params={"format": format})
+
+    def _rollout_trace(self, rollout_id: str, format: str = "otlp", attempt_id: str | None = None) -> Request[Any]:
+        """An Agent Lightning rollout's attempt (default: its latest) as OTLP/JSON spans or AGL triplets."""
+        params = {"format": format, **({"attempt_id": attempt_id} if attempt_id else {})}
+        return Request("GET", f"/api/v1/rollouts/{_segment(rollout_id)}/trace", _typed(Any), params=params)
+
     def _invoke_agent(
         self, template: str, request: Any, *, config: Mapping[str, Any] | None = None
     ) -> Request[Invocation]:

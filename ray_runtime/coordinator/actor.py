@@ -49,6 +49,12 @@ from ray_runtime.coordinator.messages import (
     QueueRef,
     ResourcesHistory,
     ResourcesRef,
+    RolloutClaim,
+    RolloutCreate,
+    RolloutList,
+    RolloutPatch,
+    RolloutRef,
+    RolloutsEnded,
     RunFinish,
     RunList,
     RunProgress,
@@ -204,6 +210,7 @@ class CoordinatorActor(SessionMethods):
         self._wakeups = _Wakeups(self._lock)
         self._resources_published = threading.Condition(self._lock)
         self._journal = self._open_journal()
+        self._events: Any = None  # the rollout event store, opened when the retention first removes a rollout
         self._state = CoordinatorState(
             Limits(
                 max_payload_bytes=self.settings.max_payload_bytes,
@@ -217,6 +224,7 @@ class CoordinatorActor(SessionMethods):
                 worker_ttl_s=self.settings.worker_ttl_s,
                 runs_retention=self.settings.runs_retention,
                 session_retention_s=self.settings.session_retention_s,
+                rollout_retention_s=self.settings.rollout_retention_s,
             ),
             on_ready=self._wakeups.queue_ready,
             on_finished=self._wakeups.finished,
@@ -273,6 +281,19 @@ class CoordinatorActor(SessionMethods):
             return MemoryJournal()
         path = self.settings.journal_path(self.name)
         return SQLiteJournal(path, synchronous=self.settings.journal_synchronous)
+
+    def _forget_events(self, rollouts: list[tuple[str, str]]) -> None:
+        """Drop the events of rollouts the retention removed (the façade writes them; nobody can read them now)."""
+        if not rollouts or self._in_memory():
+            return
+        if self._events is None:
+            from ray_runtime.coordinator.rollout_events import open_event_store
+
+            self._events = open_event_store(
+                journal_url=self.settings.journal_url, coordinator=self.name, storage=self.settings.storage
+            )
+        for tenant, task_id in rollouts:
+            self._events.delete(tenant, task_id)
 
     def _open_snapshots(self) -> Any:
         """Where session snapshots go: the journal's database, else files beside it, else memory."""
@@ -362,6 +383,9 @@ class CoordinatorActor(SessionMethods):
             if time.monotonic() - last_sessions_sweep >= _SESSION_SWEEP_S:
                 try:
                     self._sweep_sessions()
+                    with self._durably():
+                        swept = self._state.rollouts.sweep()
+                    self._forget_events(swept)
                 except Exception:
                     logger.exception("session sweep failed")
                 gc.freeze()  # what lived a second is state: keep full collections (77 ms at 50k tasks) off it
@@ -529,14 +553,17 @@ class CoordinatorActor(SessionMethods):
 
     def add_resources(self, payload: bytes) -> bytes:
         """Validate and publish a version; with ``merge`` it is the latest version updated with ``body``."""
-        tenant, body, merge = read(payload, AddResources)
+        tenant, body, merge, replace_prefix = read(payload, AddResources)
         named = _validate_resources(body)
 
         def publish() -> ResourcesRecord:
             merged = named
             if merge:
                 with contextlib.suppress(ResourcesNotFoundError):
-                    merged = {**_validate_resources(self._state.resources.latest(tenant).body), **named}
+                    latest = _validate_resources(self._state.resources.latest(tenant).body)
+                    if replace_prefix:
+                        latest = {k: v for k, v in latest.items() if not k.startswith(replace_prefix)}
+                    merged = {**latest, **named}
             record = self._state.resources.add(tenant, named_resources_adapter.dump_json(merged).decode())
             self._resources_published.notify_all()
             return record
@@ -597,6 +624,32 @@ class CoordinatorActor(SessionMethods):
         return self._call(
             lambda records: [r.wire() for r in records], self._state.runs.list, tenant, plugin=plugin, limit=limit
         )
+
+    # -------------------------------------------------------------------------------------- rollouts
+
+    def rollout_create(self, payload: bytes) -> bytes:
+        return self._call(list, self._state.rollouts.create, *read(payload, RolloutCreate))
+
+    def rollout_get(self, payload: bytes) -> bytes:
+        return self._call(dict, self._state.rollouts.get, *read(payload, RolloutRef))
+
+    def rollout_find(self, payload: bytes) -> bytes:
+        return self._call(lambda found: found, self._state.rollouts.find, *read(payload, RolloutRef))
+
+    def rollout_list(self, payload: bytes) -> bytes:
+        return self._call(list, self._state.rollouts.list, *read(payload, RolloutList))
+
+    def rollouts_ended(self, payload: bytes) -> bytes:
+        return self._call(dict, self._state.rollouts.ended, *read(payload, RolloutsEnded))
+
+    def rollout_patch(self, payload: bytes) -> bytes:
+        return self._call(dict, self._state.rollouts.patch, *read(payload, RolloutPatch))
+
+    def rollout_delete(self, payload: bytes) -> bytes:
+        return self._call(lambda task_id: task_id, self._state.rollouts.delete, *read(payload, RolloutRef))
+
+    def rollout_claim(self, payload: bytes) -> bytes:
+        return self._call(list, self._state.rollouts.claim, *read(payload, RolloutClaim))
 
     # -------------------------------------------------------------------------------------------- kv
 

@@ -1,8 +1,9 @@
 """The coordinator's driver handle: :func:`connect`, :class:`Coordinator` (blocking), :class:`AsyncCoordinator`.
 
 A handle is the call layer (``calls``) over one actor, acting for one tenant, with its parts: the queue calls
-(``queue_calls``), ``resources``, ``runs``, the system store ``kv``, the session registry's calls, and parts supplied
-from above (``coord.sessions``, by ``ray_runtime.sessions``; see ``ray_runtime._parts``).
+(``queue_calls``), ``resources``, ``runs``, ``rollouts`` (Agent Lightning's), the system store ``kv``, the session
+registry's calls, and parts supplied from above (``coord.sessions``, by ``ray_runtime.sessions``; see
+``ray_runtime._parts``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ray_runtime.coordinator.kv_calls import AsyncSystemKV, SystemKV
 from ray_runtime.coordinator.messages import POLL_GROUP
 from ray_runtime.coordinator.queue_calls import QueueCalls
 from ray_runtime.coordinator.resource_calls import AsyncResources, Resources
+from ray_runtime.coordinator.rollout_calls import AsyncRollouts, Rollouts
 from ray_runtime.coordinator.run_calls import AsyncRuns, Runs
 from ray_runtime.coordinator.session_calls import AsyncSessionRegistryHandle, SessionRegistryHandle
 from ray_runtime.errors import PermissionDeniedError
@@ -83,10 +85,11 @@ class Coordinator(_Root, Blocking):
     those calls, and ``coord.sessions`` the agent sessions (supplied by ``ray_runtime.sessions``).
     """
 
-    _parts: ClassVar[dict[str, type[Handle]]] = {"resources": Resources, "runs": Runs}
+    _parts: ClassVar[dict[str, type[Handle]]] = {"resources": Resources, "runs": Runs, "rollouts": Rollouts}
     _kv_class = SystemKV
     resources: Resources
     runs: Runs
+    rollouts: Rollouts
     sessions: Any  # ray_runtime.sessions.Sessions, supplied from above
 
     @functools.cached_property
@@ -123,10 +126,15 @@ class Coordinator(_Root, Blocking):
 class AsyncCoordinator(_Root, Awaitable):
     """The coordinator of a Ray cluster, for one tenant: awaitable calls (``coord.aio``)."""
 
-    _parts: ClassVar[dict[str, type[Handle]]] = {"resources": AsyncResources, "runs": AsyncRuns}
+    _parts: ClassVar[dict[str, type[Handle]]] = {
+        "resources": AsyncResources,
+        "runs": AsyncRuns,
+        "rollouts": AsyncRollouts,
+    }
     _kv_class = AsyncSystemKV
     resources: AsyncResources
     runs: AsyncRuns
+    rollouts: AsyncRollouts
     sessions: Any  # ray_runtime.sessions.AsyncSessions, supplied from above
 
     @functools.cached_property

@@ -183,6 +183,7 @@ class AddResources(NamedTuple):
     tenant: str
     body: str  # the named resources as JSON
     merge: bool  # onto the latest version (update) rather than replacing it (add)
+    replace_prefix: str = ""  # merging: the latest version's names with this prefix are dropped first
 
 
 class WaitResources(NamedTuple):
@@ -261,6 +262,45 @@ class KvKey(NamedTuple):
 class KvList(NamedTuple):
     namespace: str
     prefix: str
+
+
+# ----------------------------------------------------------------------------------------- rollouts
+
+
+class RolloutCreate(NamedTuple):
+    tenant: str
+    items: list[tuple[str | None, str, str]]  # (rollout id or None, input JSON, meta JSON)
+
+
+class RolloutRef(NamedTuple):
+    """``rollout_get``, ``rollout_find``, ``rollout_delete``."""
+
+    tenant: str
+    rollout_id: str
+
+
+class RolloutList(NamedTuple):
+    tenant: str
+    states: list[str]
+    limit: int
+
+
+class RolloutsEnded(NamedTuple):
+    tenant: str
+    after: int
+    limit: int
+
+
+class RolloutPatch(NamedTuple):
+    tenant: str
+    rollout_id: str
+    changes: str  # JSON: the status fields the caller set
+
+
+class RolloutClaim(NamedTuple):
+    tenant: str
+    worker_id: str
+    max_rollouts: int
 
 
 # ----------------------------------------------------------------------------------------- sessions

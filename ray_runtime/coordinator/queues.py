@@ -321,8 +321,10 @@ class TaskQueues:
         on_ready: Callable[[str, str], None],
         on_finished: Callable[[TaskRecord], None],
         max_queued: Callable[[str], int | None] = lambda tenant: None,
+        retained_apart: frozenset[str] = frozenset(),
     ) -> None:
         self.limits = limits
+        self.retained_apart = retained_apart  # queues whose finished tasks another part retains (and deletes)
         self.max_queued = max_queued
         self.resources = resources
         self.clock = clock
@@ -638,8 +640,9 @@ class TaskQueues:
         record.finished_at = now
         self._set_status(record, status, now)
         self._queues[(record.tenant, record.queue)].count_finished(record)
-        self._finished.append((now, record))
-        self._finished_count += 1
+        if record.queue not in self.retained_apart:
+            self._finished.append((now, record))
+            self._finished_count += 1
         self.on_finished(record)
         if self._finished_count > self.limits.finished_retention + _RETAIN_SLACK:  # the sweeper fell behind
             self._retain(now, 2, prune=False)
@@ -660,6 +663,8 @@ class TaskQueues:
     def retry(self, tenant: str, task_id: str) -> TaskRecord:
         """Queue a dead, failed or cancelled task again with a fresh budget of attempts."""
         record = self._task(tenant, task_id)
+        if record.queue in self.retained_apart:
+            raise ConflictError(f"task {task_id!r} is a rollout: rollouts end once", task_id=task_id)
         if record.status not in _RETRYABLE_FROM:
             if record.status.terminal:
                 raise TaskFinishedError(task_id, record.status.value, "retry")
@@ -695,6 +700,71 @@ class TaskQueues:
         q.levels.clear()
         q.delayed.clear()
         return len(doomed)
+
+    def lease_task(self, tenant: str, task_id: str, worker_id: str, lease_s: float | None = None) -> TaskRecord:
+        """Lease this queued task (not the next in line) to a worker, as if it had claimed it."""
+        record = self._task(tenant, task_id)
+        if record.status is not QUEUED:
+            raise ConflictError(f"task {task_id!r} is {record.status.value}, not queued", task_id=task_id)
+        now = self.clock()
+        worker = self._see_worker(tenant, worker_id, None, now)
+        worker.queues.add(record.queue)
+        self._queues[(tenant, record.queue)].workers.add(worker_id)
+        self._lease(record, worker, lease_s, None, now)
+        return record
+
+    def end(
+        self, tenant: str, task_id: str, status: TaskStatus, *, result: str | None = None, error: str | None = None
+    ) -> TaskRecord:
+        """End a queued or leased task with a terminal status, whatever its lease (an operator's or protocol's
+        verdict, not a worker's: a live attempt becomes stale)."""
+        record = self._task(tenant, task_id)
+        if record.status.terminal:
+            raise TaskFinishedError(task_id, record.status.value, "end")
+        now = self.clock()
+        if record.status is LEASED and status is not SUCCEEDED:
+            _remember_attempt(record, status.value, now)
+        record.result, record.error = result, error
+        self._finish(record, status, now)
+        return record
+
+    def remove(self, tenant: str, task_id: str) -> TaskRecord:
+        """Delete a task now, whatever its status (a leased one's attempt is then unknown)."""
+        record = self._task(tenant, task_id)
+        if record.status is QUEUED:
+            self._queued[tenant] -= 1
+            record.ready_seq = -1  # its places in the ready lanes and the delayed heap go stale
+        self._delete(record)
+        return record
+
+    def keyed(self, tenant: str, queue: str, key: str) -> TaskRecord | None:
+        """The live task of a queue with this idempotency key, or None."""
+        q = self._queues.get((tenant, queue))
+        task_id = q.idempotency.get(key) if q is not None else None
+        return self._tasks.get(task_id) if task_id is not None else None
+
+    def find(self, task_id: str) -> TaskRecord | None:
+        """A live task by id, whoever's it is, or None."""
+        return self._tasks.get(task_id)
+
+    def finished_in(self, queue: str) -> list[TaskRecord]:
+        """The finished tasks of every tenant's queue of this name."""
+        return [
+            record
+            for (_, name), q in self._queues.items()
+            if name == queue
+            for record in q.index.scan(-1)
+            if record.status.terminal and self._tasks.get(record.id) is record
+        ]
+
+    def scan(self, tenant: str, queue: str) -> Iterable[TaskRecord]:
+        """The queue's live tasks in creation order."""
+        q = self._queues.get((tenant, queue))
+        if q is None:
+            return
+        for record in q.index.scan(-1):
+            if self._tasks.get(record.id) is record:
+                yield record
 
     # --------------------------------------------------------------------------------------------- reads
 
@@ -843,7 +913,10 @@ class TaskQueues:
 
     def _delete(self, record: TaskRecord) -> None:
         del self._tasks[record.id]
-        self._finished_count -= 1
+        if record.status.terminal and record.queue not in self.retained_apart:
+            self._finished_count -= 1
+        elif record.status is LEASED:
+            self._release_lease(record)
         q = self._queues[(record.tenant, record.queue)]
         q.counts[record.status] -= 1
         q.index.forget(self._tasks)
@@ -881,6 +954,7 @@ class TaskQueues:
                 finished.append(record)
                 if record.finished_at is not None and record.finished_at > now - THROUGHPUT_WINDOW_S:
                     q.count_finished(record)
+        finished = [record for record in finished if record.queue not in self.retained_apart]
         finished.sort(key=_by_finish)
         self._finished.extend((record.finished_at or 0.0, record) for record in finished)
         self._finished_count += len(finished)

@@ -58,9 +58,14 @@ class ResourceCalls(Handle):
         """
         return Call("add_resources", AddResources(self.tenant, self._body(named), False), self._remember)
 
-    def _update(self, named: NamedResources | Mapping[str, Any]) -> Call[ResourcesUpdate]:
-        """Publish a new version: the latest one with these names added or replaced (atomic on the actor)."""
-        return Call("add_resources", AddResources(self.tenant, self._body(named), True), self._remember)
+    def _update(self, named: NamedResources | Mapping[str, Any], *, replace_prefix: str = "") -> Call[ResourcesUpdate]:
+        """Publish a new version: the latest one with these names added or replaced (atomic on the actor).
+
+        With ``replace_prefix`` the latest version's names that start with it go first, so ``named`` becomes the
+        whole of that family (e.g. the ``agl/`` endpoints registered through Agent Lightning's routes).
+        """
+        message = AddResources(self.tenant, self._body(named), True, replace_prefix)
+        return Call("add_resources", message, self._remember)
 
     def _get(self, resources_id: str) -> Call[ResourcesUpdate]:
         """One version by id (served from a local cache when seen before)."""

@@ -17,6 +17,7 @@ from typing import Any
 from ray_runtime.coordinator.kv import SystemStore
 from ray_runtime.coordinator.queues import TASK_ROW_FIELDS, NewTask, TaskQueues, TaskRecord
 from ray_runtime.coordinator.resources import ResourcesRecord, ResourceVersions
+from ray_runtime.coordinator.rollouts import AGL_QUEUE, Rollouts
 from ray_runtime.coordinator.runs import RunRecord, RunRegistry
 from ray_runtime.coordinator.session_table import SessionRecord, SessionTable
 from ray_runtime.models.api import LIMITS_NAMESPACE
@@ -49,6 +50,7 @@ class Limits:
     worker_ttl_s: float = 600.0
     runs_retention: int = 10_000
     session_retention_s: float = 7 * 24 * 3600.0
+    rollout_retention_s: float = 7 * 24 * 3600.0
 
 
 @dataclass(slots=True)
@@ -101,17 +103,32 @@ class CoordinatorState:
         self.limits = limits = limits or Limits()
         self.clock = clock
         max_bytes = limits.max_payload_bytes
+        finished = on_finished or (lambda record: None)
+
+        def on_task_finished(record: TaskRecord) -> None:
+            if record.queue == AGL_QUEUE:
+                self.rollouts.finished(record)
+            finished(record)
+
         self.resources = ResourceVersions(keep=limits.resources_keep, max_bytes=max_bytes, clock=clock)
         self.tasks = TaskQueues(
             limits,
             self.resources,
             clock=clock,
             on_ready=on_ready or (lambda tenant, queue: None),
-            on_finished=on_finished or (lambda record: None),
+            on_finished=on_task_finished,
             max_queued=lambda tenant: self.tenant_limit(tenant, "max_queued_tasks"),
+            retained_apart=frozenset({AGL_QUEUE}),
         )
         self.runs = RunRegistry(retention=limits.runs_retention, max_bytes=max_bytes, clock=clock)
         self.kv = SystemStore(max_bytes=max_bytes)
+        self.rollouts = Rollouts(
+            self.tasks,
+            self.kv,
+            clock=clock,
+            retention_s=limits.rollout_retention_s,
+            max_lease_s=limits.max_lease_s,
+        )
         self.sessions = SessionTable(
             max_bytes=max_bytes,
             retention_s=limits.session_retention_s,

@@ -108,6 +108,11 @@ class SessionOptions(_Strict):
     sessions_per_host: int = Field(default=256, ge=1, description="shared: how many sessions one host holds.")
     max_snapshot_bytes: int = Field(default=64 * 2**20, ge=1)
     env_vars: dict[str, str] = Field(default_factory=dict, description="Added to the plugin's runtime_env.")
+    model_proxy: bool = Field(
+        default=False,
+        description="Give each turn ctx.openai_base_url and ctx.openai_api_key: the façade's proxy to the tenant's "
+        "LLM resources, every call kept in the session's trace (a key made for the turn, deleted at its end).",
+    )
     placement_timeout_s: float = Field(
         default=120.0,
         gt=0,

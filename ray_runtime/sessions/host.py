@@ -39,6 +39,7 @@ from ray_runtime.errors import (
 )
 from ray_runtime.models.agent import Bye, End, Error, Event, Status, read_message
 from ray_runtime.models.sessions import TurnRecord, TurnRequest
+from ray_runtime.sessions.model_calls import TurnGrant, grant_turn, revoke_turn
 from ray_runtime.sessions.template import LoadedTemplate, SessionContext, TurnContext, as_event
 
 __all__ = ["SessionHost"]
@@ -285,10 +286,39 @@ class SessionHost:
         finally:
             live.admitted.remove(turn_id)
 
+    async def _model_grant(self, session_id: str, turn_id: str) -> TurnGrant | None:
+        """With ``model_proxy``: the turn's key and proxy URL (None, and a warning, when the store is away or no
+        façade announced itself: the turn runs without)."""
+        if not self.options.get("model_proxy"):
+            return None
+        from ray_runtime.coordinator.handle import system_store
+
+        try:
+            grant = await grant_turn(system_store(self.coord), self.tenant, session_id, turn_id)
+        except Exception as exc:
+            logger.warning("turn %s of %s runs without the model proxy: %s", turn_id, session_id, exc)
+            return None
+        if grant is None:
+            logger.warning(
+                "turn %s of %s runs without the model proxy: no façade has announced itself", turn_id, session_id
+            )
+        return grant
+
+    async def _revoke(self, grant: TurnGrant) -> None:
+        from ray_runtime.coordinator.handle import system_store
+
+        try:
+            await revoke_turn(system_store(self.coord), grant)
+        except Exception as exc:  # the key stays until someone revokes it: say which
+            logger.warning("could not delete the turn key %s: %s", grant.key_id, exc)
+
     async def _run_turn(self, live: _Live, request: TurnRequest, turn_id: str) -> AsyncIterator[dict[str, Any]]:
         session_id = live.id
         async with live.lock:
             ctx = TurnContext(live.ctx, turn_id)
+            grant = await self._model_grant(session_id, turn_id)
+            if grant is not None:
+                ctx.openai_base_url, ctx.openai_api_key = grant.base_url, grant.api_key
             live.turn = ctx
             live.ctx._resources = self._resources
             live.publish(self._status(live, "active", turn_id))
@@ -338,6 +368,8 @@ class SessionHost:
                 end = None
             finally:
                 live.turn = None
+                if grant is not None:
+                    await self._revoke(grant)
                 duration = time.perf_counter() - started
                 record = record.model_copy(update={"tokens_used": ctx.tokens, "duration_s": duration})
                 live.invocations += 1

@@ -69,6 +69,10 @@ class TurnContext:
         self.turn_id = turn_id
         self.tokens = 0
         self._cancelled = False
+        self.openai_base_url: str | None = None
+        """With the template's ``model_proxy``: an OpenAI-compatible base URL whose calls are kept in the trace."""
+        self.openai_api_key: str | None = None
+        """Its key (valid for this turn only)."""
 
     @property
     def cancelled(self) -> bool:

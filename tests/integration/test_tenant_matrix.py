@@ -27,6 +27,9 @@ MISSING = {
     "name": "missing.app",
     "tenant": "missing-tenant",
     "session_id": "ses_00000000000000000000000000",
+    "rollout_id": "rollout-missing",
+    "turn_id": "turn_matrix",  # with a session's: a turn of it (the same in both sets)
+    "upstream_path": "chat/completions",
 }
 # not tenant objects (see the notes below)
 GLOBAL = {"protocol", "package_name", "kind", "item_id", "queue", "template_id", "node_id"}
@@ -55,6 +58,8 @@ def alphas(facade):
         ).json()
         key = alpha.post("/api/v1/keys", json={"tenant": "alpha", "scope": "read", "name": "matrix"}).json()
         session = alpha.post("/api/v1/sessions", json={"template": "agents.counter"}).json()["id"]
+        rollout = unique("rollout")
+        alpha.post("/agl/api/rollouts", json=[{"rollout_id": rollout, "input": 1}]).raise_for_status()
         deployed = alpha.put("/api/v1/serve/applications/echo", json={"plugin": "echo"})
         assert deployed.status_code == 200, deployed.text
     real = {
@@ -69,6 +74,9 @@ def alphas(facade):
         "name": "echo.say",
         "tenant": "alpha",
         "session_id": session,
+        "rollout_id": rollout,
+        "turn_id": MISSING["turn_id"],
+        "upstream_path": MISSING["upstream_path"],
     }
     yield real
     with facade.client("alpha") as alpha:
