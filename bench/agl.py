@@ -5,7 +5,8 @@
   (in memory), median of ``--runs``;
 * the LLM proxy's overhead over calling the model server directly (p50), the façade's and AGL's own proxy;
 * events appended per second (100 KB each), and the p99 of a worker's claim from the coordinator while 200 events/s
-  of 100 KB flow beside it vs without, with the coordinator's CPU and journal bytes over the events alone.
+  of 100 KB flow beside it (from a producer process of their own) vs without, with the coordinator's CPU and
+  journal bytes over the events alone.
 
     python -m bench.agl [--rollouts 1000] [--clients 16] [--runs 3]
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +172,11 @@ async def post_events(base: str, key: str, rate: float | None, seconds: float, s
     return posted
 
 
+def events_in_process(base: str, key: str, rate: float | None, seconds: float, size: int) -> int:
+    """:func:`post_events` in a process of its own (a producer of its own, not sharing this one's GIL)."""
+    return asyncio.run(post_events(base, key, rate, seconds, size))
+
+
 def claim_latencies(coord: Any, stop: threading.Event) -> list[float]:
     """A worker's loop (enqueue one, claim it, complete it) until ``stop``; each claim's latency."""
     times: list[float] = []
@@ -182,6 +190,7 @@ def claim_latencies(coord: Any, stop: threading.Event) -> list[float]:
 
 
 def claims_beside(coord: Any, seconds: float, events: Any = None) -> tuple[list[float], int]:
+    """A worker's claim latencies over ``seconds``, alone or while ``events()`` (a future's result) flows."""
     stop = threading.Event()
     out: list[list[float]] = []
     worker = threading.Thread(target=lambda: out.append(claim_latencies(coord, stop)))
@@ -190,7 +199,7 @@ def claims_beside(coord: Any, seconds: float, events: Any = None) -> tuple[list[
     if events is None:
         time.sleep(seconds)
     else:
-        posted = asyncio.run(events())
+        posted = events()
     stop.set()
     worker.join()
     return out[0], posted
@@ -199,7 +208,21 @@ def claims_beside(coord: Any, seconds: float, events: Any = None) -> tuple[list[
 def events_figures(coord: Any, facade: str, key: str, storage: Path, seconds: float, runs: int) -> dict[str, Any]:
     base = f"{facade}/agl"
     figures: dict[str, Any] = {}
-    rates = [asyncio.run(post_events(base, key, None, seconds, 100_000)) / seconds for _ in range(runs)]
+    producer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    producer.submit(events_in_process, base, key, 1, 0.0, 1).result()  # started and warm before measuring
+
+    def flow(rate: float | None) -> int:
+        return producer.submit(events_in_process, base, key, rate, seconds, 100_000).result()
+
+    try:
+        return figures | _events_figures(coord, storage, seconds, runs, flow)
+    finally:
+        producer.shutdown()
+
+
+def _events_figures(coord: Any, storage: Path, seconds: float, runs: int, flow: Any) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    rates = [flow(None) / seconds for _ in range(runs)]
     figures["events_per_s_100kb"] = statistics.median(rates)
 
     def cpu() -> float:
@@ -211,7 +234,7 @@ def events_figures(coord: Any, facade: str, key: str, storage: Path, seconds: fl
         time.sleep(seconds)
         idle_cpu.append(cpu() - before)
         before, journal = cpu(), journal_bytes(storage)
-        posted_total += asyncio.run(post_events(base, key, 200, seconds, 100_000))
+        posted_total += flow(200)
         events_cpu.append(cpu() - before)
         journal_growth.append(journal_bytes(storage) - journal)
     figures |= {
@@ -224,7 +247,7 @@ def events_figures(coord: Any, facade: str, key: str, storage: Path, seconds: fl
     quiet, flowing, achieved = [], [], []
     for _ in range(runs):
         quiet.append(percentile(claims_beside(coord, seconds)[0], 0.99))
-        times, posted = claims_beside(coord, seconds, lambda: post_events(base, key, 200, seconds, 100_000))
+        times, posted = claims_beside(coord, seconds, lambda: flow(200))
         flowing.append(percentile(times, 0.99))
         achieved.append(posted / seconds)
     figures |= {

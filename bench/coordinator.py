@@ -246,6 +246,7 @@ def postgres(root: str) -> Iterator[str]:
 
     folder = Path(root) / "postgres"
     folder.mkdir()
+    os.chmod(root, 0o711)  # as root, the server runs as the postgres user, who must reach its folder in here
     server = start_server(folder)
     try:
         yield server.new_database()

@@ -113,6 +113,22 @@ def test_a_queue_fills_and_drains_on_the_overview_as_a_worker_runs(open_console,
     assert page.locator("table[aria-label=tasks] tbody tr").count() == 30
 
 
+def test_agent_lightning_rollouts_show_their_progress_on_the_overview(open_console, facade):
+    page = open_console()
+    with facade.client("alpha") as http:
+        ids = [unique("ro") for _ in range(3)]
+        http.post("/agl/api/rollouts", json=[{"rollout_id": r, "input": 0} for r in ids]).raise_for_status()
+        for rollout_id, states in ((ids[0], ["running"]), (ids[1], ["running", "succeeded"])):
+            for state in states:
+                http.patch(f"/agl/api/rollouts/{rollout_id}", json={"status": {"state": state}}).raise_for_status()
+        counts = http.get("/api/v1/queues/agl.rollouts/stats").json()["counts"]
+    assert counts.get("leased", 0) >= 1 and counts.get("succeeded", 0) >= 1
+    row = page.locator("table[aria-label=queues] tr", has_text="agl.rollouts")
+    row.locator("td:nth-child(3)", has_text=str(counts["leased"])).wait_for()  # running: leased to their timeout
+    row.locator("td:nth-child(6)", has_text=str(counts["succeeded"])).wait_for()
+    assert row.locator("td:nth-child(2)").inner_text() == str(counts.get("queued", 0))  # queuing: ready
+
+
 def test_a_dead_task_shows_its_attempts_is_retried_and_succeeds(open_console, facade, tmp_path):
     queue = unique("dead")
     with RuntimeClient(facade.url, facade.keys["alpha"]) as client:
