@@ -251,11 +251,9 @@ class CoordinatorActor(SessionMethods):
 
     def _start_checkpointer(self) -> Any:
         """The journal's checkpointer process (started once the replay is done), or None for a memory journal."""
-        if not isinstance(self._journal, SQLiteJournal):
-            return None
         from ray_runtime.coordinator.checkpointer import start
 
-        return start(self._journal.path, self.settings.checkpoint_interval_s, self.settings.journal_synchronous)
+        return start(self._journal, self.settings.checkpoint_interval_s, self.settings.journal_synchronous)
 
     def _checkpoint_cpu(self) -> float:
         """CPU seconds the checkpointer process has used."""

@@ -1,16 +1,19 @@
 """The journal's checkpointer: a process of its own that folds the log into the snapshot while the coordinator only
-appends.
+appends (the file journal's log segments into its SQLite snapshot, or PostgreSQL's log table into its tables).
 
 Folding is pure Python (decoding change sets, merging rows) plus SQLite writes. Inside the coordinator it competed
 for the interpreter lock with every call, so under load it cost a third of the coordinator's CPU and stretched call
 latency. In its own process, reading log files the coordinator appends to and writing a database only it writes, it
 shares no lock with the coordinator; it runs at a lower CPU priority, so on a busy machine calls come first.
 
-One checkpointer per journal, ever: a lock file (``<journal>.checkpointer.lock``, ``flock``) makes a new one wait
-for an old one to go (two folding the same log could write an older fold over a newer one). It ends with the
-coordinator that started it (the kernel's parent-death signal, and a check of the parent each round).
+One checkpointer per file journal, ever: a lock file (``<journal>.checkpointer.lock``, ``flock``) makes a new one
+wait for an old one to go (two folding the same log could write an older fold over a newer one). In PostgreSQL a
+fold moves the folded position from where it read to where it ended, in the fold's transaction, so a second
+checkpointer's fold of the same records changes nothing. It ends with the coordinator that started it (the
+kernel's parent-death signal, and a check of the parent each round).
 
     python -m ray_runtime.coordinator.checkpointer JOURNAL --parent PID [--interval 1.0] [--synchronous FULL]
+    python -m ray_runtime.coordinator.checkpointer --postgres COORDINATOR --parent PID   # URL: RAY_RUNTIME_JOURNAL_URL
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ray_runtime.coordinator.journal import SQLiteJournal
+from ray_runtime.coordinator.journal import Journal, MemoryJournal, SQLiteJournal
 
 __all__ = ["Checkpointer", "main", "start"]
 
 logger = logging.getLogger("ray_runtime.checkpointer")
+URL_VARIABLE = "RAY_RUNTIME_JOURNAL_URL"  # the PostgreSQL URL: in the environment, never on the command line
 SLICE_ROWS = 50_000  # rows folded in memory before they are written: bounds the checkpointer's memory
 NICENESS = 5  # below the coordinator's CPU priority, not so far that a busy machine starves the fold
 
@@ -40,7 +44,7 @@ NICENESS = 5  # below the coordinator's CPU priority, not so far that a busy mac
 class Checkpointer:
     """Folds a journal's log into its snapshot, slice by slice."""
 
-    def __init__(self, journal: SQLiteJournal) -> None:
+    def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
     def run_once(self) -> int:
@@ -52,11 +56,22 @@ class Checkpointer:
 
 
 @contextlib.contextmanager
-def _only_one(journal_path: Path) -> Iterator[None]:
-    """Hold the journal's checkpointer lock (waiting for a previous checkpointer to end)."""
+def _only_one(journal_path: Path | None) -> Iterator[None]:
+    """Hold a file journal's checkpointer lock (waiting for a previous checkpointer to end)."""
+    if journal_path is None:  # PostgreSQL: folds are fenced by the folded position
+        yield
+        return
     with open(f"{journal_path}.checkpointer.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def _open(journal_path: Path | None, postgres: str | None, synchronous: str) -> Journal:
+    if postgres is None:
+        return SQLiteJournal(journal_path, synchronous=synchronous)
+    from ray_runtime.coordinator.postgres import PostgresJournal
+
+    return PostgresJournal(os.environ[URL_VARIABLE], postgres, take_over=False)
 
 
 def _die_with(parent: int) -> None:
@@ -69,17 +84,22 @@ def _die_with(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fold a coordinator journal's log into its snapshot.")
-    parser.add_argument("journal", type=Path)
+    parser.add_argument("journal", type=Path, nargs="?", help="A file journal's snapshot database.")
+    parser.add_argument(
+        "--postgres", metavar="COORDINATOR", help=f"The coordinator's PostgreSQL journal (${URL_VARIABLE})."
+    )
     parser.add_argument("--parent", type=int, required=True, help="End when this process (the coordinator) ends.")
     parser.add_argument("--interval", type=float, default=1.0, help="Seconds between checkpoints.")
     parser.add_argument("--synchronous", default="NORMAL", help="The journal's synchronous setting.")
     args = parser.parse_args(argv)
+    if (args.journal is None) == (args.postgres is None):
+        parser.error("name a file journal or --postgres COORDINATOR, one of them")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s checkpointer: %(message)s")
     _die_with(args.parent)
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     with _only_one(args.journal):
-        journal = SQLiteJournal(args.journal, synchronous=args.synchronous)
+        journal = _open(args.journal, args.postgres, args.synchronous)
         checkpointer = Checkpointer(journal)
         while os.getppid() == args.parent:
             try:
@@ -90,15 +110,25 @@ def main(argv: list[str] | None = None) -> None:
         journal.close()
 
 
-def start(journal_path: Path, interval_s: float, synchronous: str = "NORMAL") -> subprocess.Popen[bytes]:
-    """Start the checkpointer of a journal, as a child of this process."""
+def start(journal: Journal, interval_s: float, synchronous: str = "NORMAL") -> subprocess.Popen[bytes] | None:
+    """Start the checkpointer of a journal, as a child of this process (None: the journal has nothing to fold)."""
     import ray_runtime
 
     home = str(Path(ray_runtime.__file__).resolve().parent.parent)  # also where a shipped copy of ray_runtime is
-    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "ray_runtime.coordinator.checkpointer", str(journal_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "ray_runtime.coordinator.checkpointer"]
+    if isinstance(journal, MemoryJournal):
+        return None
+    if isinstance(journal, SQLiteJournal):
+        command.append(str(journal.path))
+    else:
+        from ray_runtime.coordinator.postgres import PostgresJournal
+
+        assert isinstance(journal, PostgresJournal)
+        command += ["--postgres", journal.name]
+        env[URL_VARIABLE] = journal.url
     command += ["--parent", str(os.getpid()), "--interval", str(interval_s), "--synchronous", synchronous]
-    return subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path}, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,18 @@ from ray_runtime.coordinator.state import (
 )
 from ray_runtime.models.tasks import TaskStatus
 
-__all__ = ["FencedError", "Journal", "JournalCapabilities", "MemoryJournal", "Replay", "SQLiteJournal", "Slice"]
+__all__ = [
+    "FencedError",
+    "Fold",
+    "Journal",
+    "JournalCapabilities",
+    "MemoryJournal",
+    "Replay",
+    "SQLiteJournal",
+    "Slice",
+    "encode",
+    "replay_over",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -152,18 +163,10 @@ class MemoryJournal(Journal):
     capabilities = JournalCapabilities(durable=False, survives_power_loss=False)
 
     def __init__(self) -> None:
-        self._fold = _Fold()
+        self._fold = Fold()
 
     def load(self) -> Replay:
-        fold = self._fold
-        return Replay(
-            [_record(row) for row in fold.created.values()],
-            _resources((), fold),
-            _runs((), fold),
-            _kv((), fold),
-            _sessions((), fold),
-            _turns((), fold),
-        )
+        return replay_over((), (), (), (), (), (), self._fold)
 
     def write(self, changes: ChangeSet) -> None:
         if changes:
@@ -176,14 +179,14 @@ class MemoryJournal(Journal):
 class Slice(NamedTuple):
     """Log entries folded together, ready to write into the snapshot."""
 
-    fold: _Fold
-    end: Position  # where the log continues after the slice
+    fold: Fold
+    end: Any  # where the log continues after the slice (a file position, or a change-set number)
     entries: int
     rows: int
 
 
 @dataclass
-class _Fold:
+class Fold:
     """Change sets folded together: the last row of each task wins, deletions cancel earlier rows.
 
     ``created`` holds tasks first written by the folded change sets (with their payloads); ``updated`` holds
@@ -269,34 +272,68 @@ def _entry(changes: ChangeSet) -> dict[str, Any]:
     return {name: rows for name, rows in entry.items() if rows}
 
 
-def _encode(changes: ChangeSet) -> bytes:
+def encode(changes: ChangeSet) -> bytes:
+    """A change set as one log record (what :meth:`Fold.add` reads)."""
     return marshal.dumps(_entry(changes))
 
 
-def _kv(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[tuple[str, str, str]]:
+def replay_over(
+    tasks: Iterable[tuple[Any, ...]],
+    resources: Iterable[tuple[Any, ...]],
+    runs: Iterable[tuple[str, str, str]],
+    kv: Iterable[tuple[str, str, str]],
+    sessions: Iterable[tuple[str, str, str]],
+    turns: Iterable[tuple[str, str]],
+    fold: Fold,
+) -> Replay:
+    """A snapshot's rows (tasks in TaskRecord's order) with the log after it, folded, laid over them."""
+    return Replay(
+        list(_tasks(tasks, fold)),
+        _resources(resources, fold),
+        _runs(runs, fold),
+        _kv(kv, fold),
+        _sessions(sessions, fold),
+        _turns(turns, fold),
+    )
+
+
+def _tasks(rows: Iterable[tuple[Any, ...]], fold: Fold) -> Iterator[TaskRecord]:
+    if not (fold.updated or fold.deleted or fold.created):
+        yield from map(_record, rows)
+        return
+    for row in rows:
+        task_id = row[0]
+        if task_id in fold.deleted:
+            continue
+        update = fold.updated.get(task_id)
+        yield _record(row if update is None else _with_update(row, update))
+    yield from map(_record, fold.created.values())  # created since the last checkpoint
+
+
+def _kv(stored_rows: Iterable[tuple[str, str, str]], fold: Fold) -> list[tuple[str, str, str]]:
     stored: dict[tuple[str, str], str | None] = {(ns, key): value for ns, key, value in stored_rows}
     stored.update(fold.kv)
     return [(ns, key, value) for (ns, key), value in stored.items() if value is not None]
 
 
-def _runs(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[RunRecord]:
+def _runs(stored_rows: Iterable[tuple[str, str, str]], fold: Fold) -> list[RunRecord]:
     stored = {row[0]: row for row in stored_rows if row[0] not in fold.runs_deleted}
     stored.update(fold.runs)
     return [RunRecord.from_row(data) for _, _, data in stored.values()]
 
 
-def _sessions(stored_rows: Iterable[tuple[str, str, str]], fold: _Fold) -> list[SessionRecord]:
+def _sessions(stored_rows: Iterable[tuple[str, str, str]], fold: Fold) -> list[SessionRecord]:
     stored = {row[0]: row for row in stored_rows if row[0] not in fold.sessions_deleted}
     stored.update(fold.sessions)
     return [SessionRecord.from_row(data) for _, _, data in stored.values()]
 
 
-def _turns(stored_rows: Iterable[tuple[str, str]], fold: _Fold) -> list[tuple[str, str]]:
+def _turns(stored_rows: Iterable[tuple[str, str]], fold: Fold) -> list[tuple[str, str]]:
     kept = [row for row in stored_rows if row[0] not in fold.sessions_deleted]
     return [*kept, *fold.turns]
 
 
-def _resources(stored_rows: Iterable[tuple[Any, ...]], fold: _Fold) -> list[ResourcesRecord]:
+def _resources(stored_rows: Iterable[tuple[Any, ...]], fold: Fold) -> list[ResourcesRecord]:
     stored = {row[0]: row for row in stored_rows if row[0] not in fold.resources_deleted}
     stored.update(fold.resources)
     return sorted((ResourcesRecord(*row) for row in stored.values()), key=lambda r: (r.tenant, r.version))
@@ -380,7 +417,7 @@ class SQLiteJournal(Journal):
         db = self._db
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log'").fetchone() is None:
             return
-        fold = _Fold()
+        fold = Fold()
         for (body,) in db.execute("SELECT body FROM log ORDER BY seq"):
             fold.add(body)
         self._write_fold(fold)
@@ -388,11 +425,11 @@ class SQLiteJournal(Journal):
 
     def write(self, changes: ChangeSet) -> None:
         if changes:
-            self.log.append(_encode(changes))
+            self.log.append(encode(changes))
 
     def fold_slice(self, *, max_rows: int = 1 << 30, max_change_sets: int = 256) -> Slice | None:
         start = self._folded
-        fold, end, entries, rows = _Fold(), start, 0, 0
+        fold, end, entries, rows = Fold(), start, 0, 0
         with contextlib.closing(self.log.read(start)) as records:
             for record in records:
                 end = record.end
@@ -417,7 +454,7 @@ class SQLiteJournal(Journal):
         self.log.drop_before(piece.end.segment)  # the snapshot holds them now
         return piece.entries
 
-    def _write_fold(self, fold: _Fold) -> None:
+    def _write_fold(self, fold: Fold) -> None:
         """Write folded change sets into the snapshot's tables (in the caller's transaction)."""
         db = self._db
         db.executemany(_INSERT_TASK, fold.created.values())
@@ -464,34 +501,22 @@ class SQLiteJournal(Journal):
         db.execute("BEGIN")  # one read snapshot of the database: its tables agree with its position
         try:
             folded = self._folded_position()
-            fold = _Fold()
+            fold = Fold()
             for body, _ in self.log.read(folded):
                 if body is not None:
                     fold.add(body)
-            replay = Replay(
-                list(self._tasks(fold)),
-                _resources(db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"), fold),
-                _runs(db.execute("SELECT id, tenant, data FROM runs"), fold),
-                _kv(db.execute("SELECT namespace, key, value FROM kv"), fold),
-                _sessions(db.execute("SELECT id, tenant, data FROM sessions"), fold),
-                _turns(db.execute("SELECT session_id, data FROM session_turns ORDER BY n"), fold),
+            replay = replay_over(
+                db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks"),
+                db.execute(f"SELECT {_RESOURCE_COLUMNS} FROM resources"),
+                db.execute("SELECT id, tenant, data FROM runs"),
+                db.execute("SELECT namespace, key, value FROM kv"),
+                db.execute("SELECT id, tenant, data FROM sessions"),
+                db.execute("SELECT session_id, data FROM session_turns ORDER BY n"),
+                fold,
             )
         finally:
             db.execute("COMMIT")
         return replay, folded
-
-    def _tasks(self, fold: _Fold) -> Iterator[TaskRecord]:
-        rows = self._db.execute(f"SELECT {', '.join(_RECORD_FIELDS)} FROM tasks")
-        if not (fold.updated or fold.deleted or fold.created):
-            yield from map(_record, rows)
-            return
-        for row in rows:
-            task_id = row[0]
-            if task_id in fold.deleted:
-                continue
-            update = fold.updated.get(task_id)
-            yield _record(row if update is None else _with_update(row, update))
-        yield from map(_record, fold.created.values())  # created since the last checkpoint
 
     def close(self) -> None:
         self.log.close()

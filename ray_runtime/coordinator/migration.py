@@ -108,7 +108,7 @@ def migrate(source: str, target: str, *, name: str = "coordinator") -> Migration
                 raise ConflictError(f"the target {destination.location} holds a coordinator's state already")
             destination.journal.write(_change_set(replay))
             snapshots = _copy_snapshots(origin, destination, replay)
-            while destination.journal.checkpoint():  # a file journal: fold the copy into its snapshot
+            while destination.journal.checkpoint():  # fold the copy into the tables it is read from
                 pass
             counts, checksums = _fingerprint(replay, snapshots)
             copied = destination.journal.reopen()

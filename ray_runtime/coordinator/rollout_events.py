@@ -178,6 +178,8 @@ class PostgresEventStore(EventStore):
 
     @staticmethod
     def _create(connection: Any) -> None:
+        from ray_runtime.coordinator.postgres import compress_quickly
+
         with connection.transaction(), connection.cursor() as cursor:
             cursor.execute(
                 """
@@ -188,6 +190,7 @@ class PostgresEventStore(EventStore):
                 CREATE INDEX IF NOT EXISTS agl_events_by_attempt ON agl_events (task_id, attempt_id, id);
                 """
             )
+            compress_quickly(cursor, "agl_events", "data")
 
     def append(
         self,

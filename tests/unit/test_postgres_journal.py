@@ -154,3 +154,59 @@ def test_the_audit_log_goes_to_the_journals_database(postgres_server, postgres_u
 
     written = wait_until(lambda: len(entries()) == 2 and entries(), 30, what="the audit entries")
     assert [(e["tenant"], e["status"], e["outcome"]) for e in written] == [(T, 201, "ok"), (None, 401, "refused")]
+
+
+def test_a_journal_of_schema_1_keeps_its_tables_and_appends_after_them(postgres_url, state):
+    """Version 1 wrote change sets straight into the tables (no log): they are what the tables hold, and the log
+    begins after the sequence it reached."""
+    journal = PostgresJournal(postgres_url, "schema-one")
+    state.tasks.enqueue(T, "q", [new_task("old")])
+    journal.write(state.take_changes())
+    while journal.checkpoint():
+        pass
+    journal.close()
+    schema = schema_name("schema-one")
+    with psycopg.connect(postgres_url, autocommit=True) as connection:  # what version 1 left: tables, no log
+        connection.execute(f"DROP TABLE {schema}.log, {schema}.folded")
+        connection.execute(f"UPDATE {schema}.state SET schema_version = 1")
+    reopened = PostgresJournal(postgres_url, "schema-one")
+    state.tasks.enqueue(T, "q", [new_task("new")])
+    reopened.write(state.take_changes())
+    assert sorted(json.loads(t.input) for t in reopened.reopen().load().tasks) == ["new", "old"]
+
+
+def test_two_checkpointers_folding_the_same_records_write_them_once(postgres_url, state):
+    journal = PostgresJournal(postgres_url, "two-folds")
+    for i in range(5):
+        state.tasks.enqueue(T, "q", [new_task(i)])
+        journal.write(state.take_changes())
+    first, second = (PostgresJournal(postgres_url, "two-folds", take_over=False) for _ in range(2))
+    mine, theirs = first.fold_slice(), second.fold_slice()
+    assert (mine.entries, theirs.entries) == (5, 5)
+    assert second.apply_slice(theirs) == 5
+    assert first.apply_slice(mine) == 0  # the position moved: its fold is not written over the tables again
+    assert journal.backlog == 0 and len(journal.load().tasks) == 5
+    with pytest.raises(FencedError, match="to fold its log"):
+        first.write(state.take_changes() or a_turn(state, "a checkpointer never writes"))
+    assert journal.epoch == 1  # opening them took no epoch: the coordinator still writes
+    journal.write(a_turn(state, "still mine"))
+
+
+def test_the_checkpointer_process_folds_the_log_and_never_shows_the_password(postgres_server, postgres_url, state):
+    from ray_runtime.coordinator.checkpointer import start
+
+    from ..waiting import wait_until
+
+    journal = PostgresJournal(postgres_url, "folded-by-process")
+    for i in range(20):
+        state.tasks.enqueue(T, "q", [new_task(i)])
+        journal.write(state.take_changes())
+    assert journal.backlog > 0
+    process = start(journal, interval_s=0.05)
+    try:
+        assert postgres_server.password not in open(f"/proc/{process.pid}/cmdline").read()
+        wait_until(lambda: journal.backlog == 0, 60, what="the checkpointer to fold the log")
+        assert len(journal.reopen().load().tasks) == 20
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
