@@ -5,8 +5,9 @@
   (in memory), median of ``--runs``;
 * the LLM proxy's overhead over calling the model server directly (p50), the façade's and AGL's own proxy;
 * events appended per second (100 KB each), and the p99 of a worker's claim from the coordinator while 200 events/s
-  of 100 KB flow beside it (from a producer process of their own) vs without, with the coordinator's CPU and
-  journal bytes over the events alone.
+  of 100 KB flow beside it (from a producer process of their own) vs without, and vs beside plain processes
+  burning the CPU the events took (façade and producer): what any work of that size costs a claim on these cores;
+  the coordinator's CPU and journal bytes over the events alone.
 
     python -m bench.agl [--rollouts 1000] [--clients 16] [--runs 3]
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -177,6 +179,27 @@ def events_in_process(base: str, key: str, rate: float | None, seconds: float, s
     return asyncio.run(post_events(base, key, rate, seconds, size))
 
 
+def burn(share: float, seconds: float, period_s: float = 0.01) -> None:
+    """Use ``share`` of a core for ``seconds``: busy for that part of each period, asleep for the rest."""
+    deadline = time.monotonic() + seconds
+    while (now := time.monotonic()) < deadline:
+        busy_until = now + share * period_s
+        while time.monotonic() < busy_until:
+            pass
+        time.sleep(max(0.0, (1 - share) * period_s))
+
+
+def hog(cores: float, seconds: float) -> int:
+    """Two processes that together use ``cores`` of CPU for ``seconds`` (started, then waited for)."""
+    spawn = multiprocessing.get_context("spawn")
+    burners = [spawn.Process(target=burn, args=(min(1.0, cores / 2), seconds)) for _ in range(2)]
+    for burner in burners:
+        burner.start()
+    for burner in burners:
+        burner.join()
+    return 0
+
+
 def claim_latencies(coord: Any, stop: threading.Event) -> list[float]:
     """A worker's loop (enqueue one, claim it, complete it) until ``stop``; each claim's latency."""
     times: list[float] = []
@@ -205,22 +228,35 @@ def claims_beside(coord: Any, seconds: float, events: Any = None) -> tuple[list[
     return out[0], posted
 
 
-def events_figures(coord: Any, facade: str, key: str, storage: Path, seconds: float, runs: int) -> dict[str, Any]:
+def events_figures(
+    coord: Any, facade: str, key: str, storage: Path, seconds: float, runs: int, facade_pid: int
+) -> dict[str, Any]:
     base = f"{facade}/agl"
-    figures: dict[str, Any] = {}
     producer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     producer.submit(events_in_process, base, key, 1, 0.0, 1).result()  # started and warm before measuring
+    pids = {"coordinator": coord.info()["pid"], "facade": facade_pid, "producer": producer.submit(os.getpid).result()}
 
     def flow(rate: float | None) -> int:
         return producer.submit(events_in_process, base, key, rate, seconds, 100_000).result()
 
     try:
-        return figures | _events_figures(coord, storage, seconds, runs, flow)
+        return _events_figures(coord, storage, seconds, runs, flow, pids)
     finally:
         producer.shutdown()
 
 
-def _events_figures(coord: Any, storage: Path, seconds: float, runs: int, flow: Any) -> dict[str, Any]:
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each process has used (its threads' user and system time)."""
+    used = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        used[name] = times.user + times.system
+    return used
+
+
+def _events_figures(
+    coord: Any, storage: Path, seconds: float, runs: int, flow: Any, pids: dict[str, int]
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     rates = [flow(None) / seconds for _ in range(runs)]
     figures["events_per_s_100kb"] = statistics.median(rates)
@@ -228,20 +264,23 @@ def _events_figures(coord: Any, storage: Path, seconds: float, runs: int, flow: 
     def cpu() -> float:
         return coord.info()["cpu"]["process"]
 
-    idle_cpu, events_cpu, journal_growth, posted_total = [], [], [], 0
+    idle_cpu, events_cpu, journal_growth, posted_total, shares = [], [], [], 0, []
     for _ in range(runs):
         before = cpu()
         time.sleep(seconds)
         idle_cpu.append(cpu() - before)
-        before, journal = cpu(), journal_bytes(storage)
+        before, journal, split = cpu(), journal_bytes(storage), _cpu_seconds(pids)
         posted_total += flow(200)
         events_cpu.append(cpu() - before)
+        after = _cpu_seconds(pids)
+        shares.append({name: (after[name] - split[name]) / seconds for name in pids})
         journal_growth.append(journal_bytes(storage) - journal)
     figures |= {
         "coordinator_cpu_idle_s": statistics.median(idle_cpu),
         "coordinator_cpu_events_s": statistics.median(events_cpu),
         "journal_growth_bytes": max(journal_growth),
         "events_posted_mb": posted_total * 100_000 / 1e6,
+        "cores_at_200_events_per_s": {name: statistics.median(s[name] for s in shares) for name in pids},
     }
 
     quiet, flowing, achieved = [], [], []
@@ -255,6 +294,11 @@ def _events_figures(coord: Any, storage: Path, seconds: float, runs: int, flow: 
         "claim_p99_events": statistics.median(flowing),
         "events_rate_beside_claims": statistics.median(achieved),
     }
+    # The same CPU as the events took (façade and producer), burnt by two plain processes: what any work of that
+    # size costs the claims on these cores.
+    cores = figures["cores_at_200_events_per_s"]["facade"] + figures["cores_at_200_events_per_s"]["producer"]
+    burnt = [percentile(claims_beside(coord, seconds, lambda: hog(cores, seconds))[0], 0.99) for _ in range(runs)]
+    figures["claim_p99_cpu_hog"] = statistics.median(burnt)
     return figures
 
 
@@ -287,9 +331,13 @@ def report(f: dict[str, Any]) -> None:
         f"{f['events_posted_mb']:.0f} MB of events"
     )
     claims = f["claim_p99_events"] / f["claim_p99_quiet"]
+    cores = f["cores_at_200_events_per_s"]
     console.print(
         f"claim p99: {f['claim_p99_quiet'] * 1e3:.1f} ms quiet, {f['claim_p99_events'] * 1e3:.1f} ms beside "
-        f"{f['events_rate_beside_claims']:.0f} events/s of 100 KB ({claims:.2f}x)"
+        f"{f['events_rate_beside_claims']:.0f} events/s of 100 KB ({claims:.2f}x), "
+        f"{f['claim_p99_cpu_hog'] * 1e3:.1f} ms beside plain processes burning the same CPU "
+        f"({f['claim_p99_cpu_hog'] / f['claim_p99_quiet']:.2f}x); the events took {cores['facade']:.2f} of a core "
+        f"in the façade, {cores['producer']:.2f} in the producer, {cores['coordinator']:.3f} in the coordinator"
     )
     verdicts = Table(title="targets")
     for column in ("target", "value", "verdict"):
@@ -314,6 +362,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--proxy-calls", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--events-only", action="store_true", help="only the events figures (the claim p99 beside them)"
+    )
     args = parser.parse_args()
     processes: list[subprocess.Popen[Any]] = []
     with private_ray() as (context, _):
@@ -328,6 +379,11 @@ def main() -> None:
             processes += [reference_process, upstream_process]
             figures: dict[str, Any] = {"rollouts": args.rollouts, "clients": args.clients, "seconds": args.seconds}
             ours, theirs = [], []
+            if args.events_only:
+                storage = Path(os.environ["RAY_RUNTIME_STORAGE"])
+                figures |= events_figures(coord, facade, key, storage, args.seconds, args.runs, facade_process.pid)
+                console.print(figures)
+                return
             with console.status("rollouts in AGL's call pattern, the façade and AGL's server in turns"):
                 for run in range(args.runs):
                     n, c = args.rollouts, args.clients
@@ -339,7 +395,7 @@ def main() -> None:
                 figures |= proxy_overheads(facade, key, reference, upstream, args.proxy_calls, args.runs)
             with console.status("events of 100 KB, alone and beside a worker's claims"):
                 storage = Path(os.environ["RAY_RUNTIME_STORAGE"])
-                figures |= events_figures(coord, facade, key, storage, args.seconds, args.runs)
+                figures |= events_figures(coord, facade, key, storage, args.seconds, args.runs, facade_process.pid)
         finally:
             for process in processes:
                 process.terminate()

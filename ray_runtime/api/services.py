@@ -8,11 +8,13 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from ray_runtime._priority import background_pool
 from ray_runtime._ray import dashboard_url, init_ray
 from ray_runtime.api.agl_proxy import AglProxy
 from ray_runtime.api.audit import AuditLog
@@ -28,6 +30,7 @@ from ray_runtime.sessions.model_calls import ANNOUNCE_EVERY_S, FACADES
 __all__ = ["Services"]
 
 logger = logging.getLogger("ray_runtime.api")
+T = TypeVar("T")
 
 _UNKNOWN = object()
 _FINISHED_RUN_TTL_S = 3600.0  # a finished run never changes again
@@ -51,6 +54,7 @@ class Services:
         self.agl_events: Any = None  # coordinator.rollout_events.EventStore, set by start()
         self.agl_proxy: Any = None  # api.agl_proxy.AglProxy, set by start()
         self.agl_tasks: TTLCache[tuple[str, str], str] = TTLCache(maxsize=65536, ttl=1.0)  # (tenant, rollout) -> task
+        self._background = background_pool("rr-bulk", workers=4)
         self.replica = uuid.uuid4().hex[:12]  # this façade process, among the replicas
         self._announcing: asyncio.Task[None] | None = None
         self.limiter: TenantLimiter = None  # type: ignore[assignment]
@@ -126,8 +130,14 @@ class Services:
             await self.dashboard.close()
         if self.agl_proxy is not None:
             await self.agl_proxy.close()
+        self._background.shutdown(wait=True)  # writes in flight finish before the store closes
         if self.agl_events is not None:
             self.agl_events.close()
+
+    async def in_background(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a thread below this process's CPU priority: bulk work (rollout events of megabytes,
+        traces) that must not take the CPU from API calls or, on a shared head node, from the coordinator."""
+        return await asyncio.get_running_loop().run_in_executor(self._background, fn, *args)
 
     @property
     def dev_mode(self) -> bool:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pydantic_core
+
 __all__ = ["EventStore", "PostgresEventStore", "SQLiteEventStore", "StoredEvent", "open_event_store"]
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -49,8 +51,10 @@ class EventStore:
         in the same transaction."""
         raise NotImplementedError
 
-    def events(self, tenant: str, task_id: str, attempt_id: str, event_type: str | None = None) -> list[StoredEvent]:
-        """An attempt's events in the order they were appended."""
+    def events(
+        self, tenant: str, task_id: str, attempt_id: str | None, event_type: str | None = None
+    ) -> list[StoredEvent]:
+        """An attempt's events (None: every attempt's) in the order they were appended."""
         raise NotImplementedError
 
     def attempts(self, tenant: str, task_id: str) -> list[str]:
@@ -63,6 +67,11 @@ class EventStore:
 
     def close(self) -> None:
         pass
+
+
+def _json(data: dict[str, Any]) -> str:
+    """An event's data as JSON text (pydantic-core's encoder: twice as fast as ``json.dumps`` on 100 KB)."""
+    return pydantic_core.to_json(data).decode()
 
 
 def _row(event_type: str, attempt_id: str, timestamp: float, data: str) -> StoredEvent:
@@ -86,7 +95,7 @@ def _write(
         previous = execute(_LATEST, (task_id, attempt_id, event_type, tenant)).fetchone()
         changed = rewrite(json.loads(previous[1])) if previous is not None else None
         if changed is not None:
-            execute("UPDATE agl_events SET data = ? WHERE id = ?", (json.dumps(changed), previous[0]))
+            execute("UPDATE agl_events SET data = ? WHERE id = ?", (_json(changed), previous[0]))
     execute(_INSERT, row)
 
 
@@ -114,6 +123,7 @@ class SQLiteEventStore(EventStore):
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(self._path, timeout=60, isolation_level=None)
+            connection.execute("PRAGMA page_size=16384")  # a new file's: events are ~100 KB, a page holds more
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection = connection
@@ -133,7 +143,7 @@ class SQLiteEventStore(EventStore):
         at = time.time()
         connection.execute("BEGIN IMMEDIATE")
         try:
-            row = (tenant, task_id, attempt_id, event_type, at, json.dumps(data))
+            row = (tenant, task_id, attempt_id, event_type, at, _json(data))
             _write(connection.execute, row, rewrite_previous)
             connection.execute("COMMIT")
         except BaseException:
@@ -141,12 +151,13 @@ class SQLiteEventStore(EventStore):
             raise
         return StoredEvent(event_type, attempt_id, at, data)
 
-    def events(self, tenant: str, task_id: str, attempt_id: str, event_type: str | None = None) -> list[StoredEvent]:
-        query = (
-            "SELECT event_type, attempt_id, at, data FROM agl_events"
-            " WHERE task_id = ? AND attempt_id = ? AND tenant = ?"
-        )
-        args: tuple[Any, ...] = (task_id, attempt_id, tenant)
+    def events(
+        self, tenant: str, task_id: str, attempt_id: str | None, event_type: str | None = None
+    ) -> list[StoredEvent]:
+        query = "SELECT event_type, attempt_id, at, data FROM agl_events WHERE task_id = ? AND tenant = ?"
+        args: tuple[Any, ...] = (task_id, tenant)
+        if attempt_id is not None:
+            query, args = query + " AND attempt_id = ?", (*args, attempt_id)
         if event_type is not None:
             query, args = query + " AND event_type = ?", (*args, event_type)
         return [_row(*row) for row in self._connection().execute(query + " ORDER BY id", args)]
@@ -203,7 +214,7 @@ class PostgresEventStore(EventStore):
         rewrite_previous: Rewrite | None = None,
     ) -> StoredEvent:
         at = time.time()
-        text = json.dumps(data)
+        text = _json(data)
 
         def write(connection: Any) -> None:
             with connection.transaction(), connection.cursor() as cursor:
@@ -218,12 +229,13 @@ class PostgresEventStore(EventStore):
         self._db.run(write, "appending an event")
         return StoredEvent(event_type, attempt_id, at, data)
 
-    def events(self, tenant: str, task_id: str, attempt_id: str, event_type: str | None = None) -> list[StoredEvent]:
-        query = (
-            "SELECT event_type, attempt_id, at, data FROM agl_events"
-            " WHERE task_id = %s AND attempt_id = %s AND tenant = %s"
-        )
-        args: tuple[Any, ...] = (task_id, attempt_id, tenant)
+    def events(
+        self, tenant: str, task_id: str, attempt_id: str | None, event_type: str | None = None
+    ) -> list[StoredEvent]:
+        query = "SELECT event_type, attempt_id, at, data FROM agl_events WHERE task_id = %s AND tenant = %s"
+        args: tuple[Any, ...] = (task_id, tenant)
+        if attempt_id is not None:
+            query, args = query + " AND attempt_id = %s", (*args, attempt_id)
         if event_type is not None:
             query, args = query + " AND event_type = %s", (*args, event_type)
         return self._db.run(

@@ -5,6 +5,7 @@ in the URL are honoured, and the URL's password shows nowhere."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -204,7 +205,7 @@ def test_the_checkpointer_process_folds_the_log_and_never_shows_the_password(pos
     assert journal.backlog > 0
     process = start(journal, interval_s=0.05)
     try:
-        assert postgres_server.password not in open(f"/proc/{process.pid}/cmdline").read()
+        assert postgres_server.password not in Path(f"/proc/{process.pid}/cmdline").read_text()
         wait_until(lambda: journal.backlog == 0, 60, what="the checkpointer to fold the log")
         assert len(journal.reopen().load().tasks) == 20
     finally:

@@ -28,6 +28,9 @@ def test_events_come_back_in_order_per_attempt_and_attempts_by_their_first_event
     assert [e.data for e in store.events("t", "task_1", "a2")] == [{"n": 1}, {"value": 1.0}]
     assert [e.data for e in store.events("t", "task_1", "a2", "reward")] == [{"value": 1.0}]
     assert store.attempts("t", "task_1") == ["a2", "a1"]
+    every = store.events("t", "task_1", None)  # every attempt's, in the order they came (a session's trace)
+    assert [(e.attempt_id, e.data) for e in every] == [("a2", {"n": 1}), ("a1", {"n": 2}), ("a2", {"value": 1.0})]
+    assert [e.attempt_id for e in store.events("t", "task_1", None, "reward")] == ["a2"]
     assert store.events("other", "task_1", "a2") == [] and store.attempts("other", "task_1") == []
     assert place().events("t", "task_1", "a1")[0].data == {"n": 2}  # another process opening the same place
 

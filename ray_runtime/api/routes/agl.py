@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from ray_runtime.api.agl_proxy import (
     ENDPOINT_PREFIX,
@@ -82,6 +81,10 @@ def _resources(request: Request, caller: Caller) -> Any:
     return request.app.state.services.coordinator_for(caller).resources
 
 
+def _services(request: Request) -> Any:
+    return request.app.state.services
+
+
 def _events(request: Request) -> Any:
     return request.app.state.services.agl_events
 
@@ -128,7 +131,7 @@ async def get_rollout(rollout_id: str, request: Request, caller: Reader) -> Roll
     rollout = await _rollouts(request, caller).find(rollout_id)
     if rollout is None:
         raise _missing(rollout_id)
-    attempts = await run_in_threadpool(_events(request).attempts, caller.tenant, rollout.task_id)
+    attempts = await _services(request).in_background(_events(request).attempts, caller.tenant, rollout.task_id)
     return RolloutDetail(rollout=_public(rollout), attempts=attempts)
 
 
@@ -144,7 +147,7 @@ async def delete_rollout(rollout_id: str, request: Request, caller: Submitter) -
     task_id = await _rollouts(request, caller).delete(rollout_id)
     _tasks(request).pop((caller.tenant, rollout_id), None)
     if task_id is not None:
-        await run_in_threadpool(_events(request).delete, caller.tenant, task_id)
+        await _services(request).in_background(_events(request).delete, caller.tenant, task_id)
     return Response(status_code=204)
 
 
@@ -170,7 +173,7 @@ async def record_event(
 ) -> AglEvent:
     task_id = await _task_of(request, caller, rollout_id)
     rewrite = routes_superseded(data) if event_type == MODEL_REQUEST else None
-    stored = await run_in_threadpool(
+    stored = await _services(request).in_background(
         lambda: _events(request).append(caller.tenant, task_id, attempt_id, event_type, data, rewrite_previous=rewrite)
     )
     return AglEvent(
@@ -200,7 +203,9 @@ async def query_events(
     if rollout is None:
         raise _missing(rollout_id)
     attempt = rollout.status.last_attempt_id or DEFAULT_ATTEMPT
-    stored = await run_in_threadpool(_events(request).events, caller.tenant, rollout.task_id, attempt, event_type)
+    stored = await _services(request).in_background(
+        _events(request).events, caller.tenant, rollout.task_id, attempt, event_type
+    )
     pairs = [(event.event_type, event.data) for event in stored]
     kept = triplets(pairs) if format == "triplet" else list(enumerate(event.data for event in stored))
     return [

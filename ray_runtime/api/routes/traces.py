@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from ray_runtime.api.agl_proxy import Upstream, model_request_event
 from ray_runtime.api.agl_trajectory import MODEL_REQUEST
@@ -42,16 +41,19 @@ async def session_trace(
     turns = await sessions.transcript(session_id)
     if format is TraceFormat.TRIPLET:
         return session_triplets(turns)
-    calls = await run_in_threadpool(_model_calls, services.agl_events, caller.tenant, session_id, turns)
+    calls = await services.in_background(_model_calls, services.agl_events, caller.tenant, session_id, turns)
     seed = f"session:{session.tenant}:{session.id}"
-    return await run_in_threadpool(otlp_json, session_steps(session, turns, calls), seed=seed)
+    return await services.in_background(lambda: otlp_json(session_steps(session, turns, calls), seed=seed))
 
 
 def _model_calls(events: Any, tenant: str, session_id: str, turns: list[Any]) -> dict[str, list[Any]]:
     """Each turn's model calls made through the proxy: turn id -> (time, data) of each."""
-    trace_id = session_trace_id(session_id)
-    found = {t.turn_id: events.events(tenant, trace_id, t.turn_id, MODEL_REQUEST) for t in turns}
-    return {turn: [(e.timestamp, e.data) for e in calls] for turn, calls in found.items() if calls}
+    kept = {t.turn_id for t in turns}
+    calls: dict[str, list[Any]] = {}
+    for event in events.events(tenant, session_trace_id(session_id), None, MODEL_REQUEST):  # one query, every turn
+        if event.attempt_id in kept:
+            calls.setdefault(event.attempt_id, []).append((event.timestamp, event.data))
+    return calls
 
 
 @router.post("/sessions/{session_id}/turns/{turn_id}/openai/v1/{upstream_path:path}")
@@ -84,7 +86,7 @@ async def session_model_call(
     server = AglModel(model=llm.model, endpoint=llm.endpoint)
     event = model_request_event(server, body, response, answer, latency_ms, retries)
     trace_id = session_trace_id(session_id)
-    await run_in_threadpool(services.agl_events.append, caller.tenant, trace_id, turn_id, MODEL_REQUEST, event)
+    await services.in_background(services.agl_events.append, caller.tenant, trace_id, turn_id, MODEL_REQUEST, event)
     return JSONResponse(answer, status_code=response.status_code)
 
 
@@ -115,9 +117,10 @@ async def rollout_trace(
     if rollout is None:
         raise NotFoundError(f"no rollout {rollout_id!r}", rollout_id=rollout_id)
     attempt = attempt_id or rollout.status.last_attempt_id or DEFAULT_ATTEMPT
-    stored = await run_in_threadpool(services.agl_events.events, caller.tenant, rollout.task_id, attempt)
+    stored = await services.in_background(services.agl_events.events, caller.tenant, rollout.task_id, attempt)
     events = [(e.event_type, e.timestamp, e.data) for e in stored]
     if format is TraceFormat.TRIPLET:
         return rollout_triplets(events)
     steps = rollout_steps(rollout.model_dump(mode="json"), attempt, events)
-    return await run_in_threadpool(otlp_json, steps, seed=f"rollout:{caller.tenant}:{rollout_id}:{attempt}")
+    seed = f"rollout:{caller.tenant}:{rollout_id}:{attempt}"
+    return await services.in_background(lambda: otlp_json(steps, seed=seed))
