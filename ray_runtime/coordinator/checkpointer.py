@@ -99,7 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     with _only_one(args.journal):
-        journal = _open(args.journal, args.postgres, args.synchronous)
+        while True:  # PostgreSQL may be away when the coordinator starts: wait for it, as the coordinator does
+            try:
+                journal = _open(args.journal, args.postgres, args.synchronous)
+                break
+            except Exception:
+                if os.getppid() != args.parent:
+                    return
+                logger.exception("could not open the journal; trying again")
+                time.sleep(args.interval)
         checkpointer = Checkpointer(journal)
         while os.getppid() == args.parent:
             try:

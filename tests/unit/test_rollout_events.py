@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
 
-from ray_runtime.coordinator.rollout_events import PostgresEventStore, SQLiteEventStore
+from ray_runtime.coordinator.postgres import PostgresJournal, schema_name
+from ray_runtime.coordinator.rollout_events import PostgresEventStore, SQLiteEventStore, open_event_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -80,3 +82,13 @@ def test_deleting_a_rollouts_events_leaves_the_others(place):
     store.append("t", "task_2", "a", "note", {})
     assert store.delete("t", "task_1") == 1
     assert store.events("t", "task_1", "a") == [] and len(store.events("t", "task_2", "a")) == 1
+
+
+def test_the_store_is_where_the_coordinators_state_is(postgres_url, tmp_path):
+    in_files = open_event_store(journal_url=None, coordinator="c", storage=tmp_path)
+    assert isinstance(in_files, SQLiteEventStore) and in_files.location.startswith(str(tmp_path))
+    PostgresJournal(postgres_url, "c").close()
+    in_postgres = open_event_store(journal_url=postgres_url, coordinator="c", storage=tmp_path)
+    in_postgres.append("t", "task_1", "a", "note", {"n": 1})
+    with psycopg.connect(postgres_url) as connection:  # in the coordinator's schema, beside its journal
+        assert connection.execute(f"SELECT count(*) FROM {schema_name('c')}.agl_events").fetchone() == (1,)
