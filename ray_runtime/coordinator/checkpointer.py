@@ -31,12 +31,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ray_runtime.coordinator.journal import Journal, MemoryJournal, SQLiteJournal
+from ray_runtime.coordinator.journal import Journal, SQLiteJournal
 
 __all__ = ["Checkpointer", "main", "start"]
 
 logger = logging.getLogger("ray_runtime.checkpointer")
-URL_VARIABLE = "RAY_RUNTIME_JOURNAL_URL"  # the PostgreSQL URL: in the environment, never on the command line
 SLICE_ROWS = 50_000  # rows folded in memory before they are written: bounds the checkpointer's memory
 NICENESS = 5  # below the coordinator's CPU priority, not so far that a busy machine starves the fold
 
@@ -69,7 +68,7 @@ def _only_one(journal_path: Path | None) -> Iterator[None]:
 def _open(journal_path: Path | None, postgres: str | None, synchronous: str) -> Journal:
     if postgres is None:
         return SQLiteJournal(journal_path, synchronous=synchronous)
-    from ray_runtime.coordinator.postgres import PostgresJournal
+    from ray_runtime.coordinator.postgres import URL_VARIABLE, PostgresJournal
 
     return PostgresJournal(os.environ[URL_VARIABLE], postgres, take_over=False)
 
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fold a coordinator journal's log into its snapshot.")
     parser.add_argument("journal", type=Path, nargs="?", help="A file journal's snapshot database.")
     parser.add_argument(
-        "--postgres", metavar="COORDINATOR", help=f"The coordinator's PostgreSQL journal (${URL_VARIABLE})."
+        "--postgres", metavar="COORDINATOR", help="The coordinator's PostgreSQL journal ($RAY_RUNTIME_JOURNAL_URL)."
     )
     parser.add_argument("--parent", type=int, required=True, help="End when this process (the coordinator) ends.")
     parser.add_argument("--interval", type=float, default=1.0, help="Seconds between checkpoints.")
@@ -122,20 +121,15 @@ def start(journal: Journal, interval_s: float, synchronous: str = "NORMAL") -> s
     """Start the checkpointer of a journal, as a child of this process (None: the journal has nothing to fold)."""
     import ray_runtime
 
-    home = str(Path(ray_runtime.__file__).resolve().parent.parent)  # also where a shipped copy of ray_runtime is
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)}
-    command = [sys.executable, "-m", "ray_runtime.coordinator.checkpointer"]
-    if isinstance(journal, MemoryJournal):
+    opened = journal.checkpointer_arguments()
+    if opened is None:
         return None
-    if isinstance(journal, SQLiteJournal):
-        command.append(str(journal.path))
-    else:
-        from ray_runtime.coordinator.postgres import PostgresJournal
-
-        assert isinstance(journal, PostgresJournal)
-        command += ["--postgres", journal.name]
-        env[URL_VARIABLE] = journal.url
+    arguments, environment = opened
+    home = str(Path(ray_runtime.__file__).resolve().parent.parent)  # also where a shipped copy of ray_runtime is
+    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "ray_runtime.coordinator.checkpointer", *arguments]
     command += ["--parent", str(os.getpid()), "--interval", str(interval_s), "--synchronous", synchronous]
+    env = {**os.environ, **environment, "PYTHONPATH": path}
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
 

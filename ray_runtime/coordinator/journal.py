@@ -145,6 +145,11 @@ class Journal:
         """Write a folded slice into the snapshot and move past its log entries, atomically; how many entries."""
         return 0
 
+    def checkpointer_arguments(self) -> tuple[list[str], dict[str, str]] | None:
+        """How a checkpointer process opens this journal: its command-line arguments and environment; None when
+        there is nothing to fold."""
+        return None
+
     def close(self) -> None:
         """Release files; the journal is not used afterwards."""
 
@@ -521,6 +526,9 @@ class SQLiteJournal(Journal):
     def close(self) -> None:
         self.log.close()
         self._db.close()
+
+    def checkpointer_arguments(self) -> tuple[list[str], dict[str, str]]:
+        return [str(self.path)], {}
 
     def reopen(self) -> Journal:
         self.close()

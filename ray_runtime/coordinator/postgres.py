@@ -55,6 +55,7 @@ from ray_runtime.errors import NotFoundError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "URL_VARIABLE",
     "Database",
     "FencedError",
     "PostgresJournal",
@@ -72,6 +73,7 @@ SCHEMA_VERSION = 2
 KEPT_PER_SESSION = 2  # snapshots kept per session (a fork may be reading the one before the newest)
 _RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))
 _TYPES = {"str": "TEXT", "int": "BIGINT", "float": "DOUBLE PRECISION", "TaskStatus": "TEXT"}
+URL_VARIABLE = "RAY_RUNTIME_JOURNAL_URL"  # where a checkpointer finds the URL: never on a command line
 _RETRY_FOR_S = 120.0  # how long a write (and a read) keeps trying while PostgreSQL is away
 _LOG_PAGE = 256  # log records a fold reads per query
 _SCHEMA_LOCK = 0x72725F73636801  # an advisory lock held while a schema is created or migrated
@@ -235,11 +237,11 @@ class PostgresJournal(Journal):
         self.location = f"{redact(url)} (schema {self.schema})"
         self.capabilities = JournalCapabilities(durable=True, survives_power_loss=True)
         self.db = Database(url, self.schema, synchronous_commit="on", retry_for_s=retry_for_s)
-        self.db.run(self._create, "creating the schema")
         self.fenced: str | None = None
         if take_over:
+            self.db.run(self._create, "creating the schema")
             self.epoch, self.seq = self.db.run(self._take_over, "taking the journal over")
-        else:  # a checkpointer's: it folds the log, it never writes a change set
+        else:  # a checkpointer's (its coordinator made the schema): it folds the log, it never writes a change set
             self.epoch, self.seq = -1, -1
             self.fenced = f"journal {self.location} was opened to fold its log, not to write"
 
@@ -384,6 +386,9 @@ class PostgresJournal(Journal):
                 cursor.execute("SELECT session_id, data FROM session_turns ORDER BY n").fetchall(),
                 fold,
             )
+
+    def checkpointer_arguments(self) -> tuple[list[str], dict[str, str]]:
+        return ["--postgres", self.name], {URL_VARIABLE: self.url}
 
     def close(self) -> None:
         self.db.close()

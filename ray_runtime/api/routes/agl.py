@@ -86,7 +86,7 @@ def _services(request: Request) -> Any:
 
 
 def _events(request: Request) -> Any:
-    return request.app.state.services.agl_events
+    return _services(request).agl_events
 
 
 def _proxy(request: Request) -> AglProxy:
