@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -161,42 +162,18 @@ class Facade:
         return {"Authorization": f"Bearer {self.keys[key]}"}
 
 
-@pytest.fixture(scope="session")
-def facade(ray_cluster, serve_url, api_keys, tmp_path_factory) -> Iterator[Facade]:
-    """The façade as its own process (`ray-runtime api`), with the example and fixture plugins."""
+@contextlib.contextmanager
+def running_facade(address: str, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """``ray-runtime api`` as its own process on a free port (``args`` added, ``env`` over this process's);
+    its URL and pid once it answers ready, stopped at the end."""
     import subprocess
 
     import httpx
 
-    plugins = tmp_path_factory.mktemp("facade-plugins")
-    for folder in [*PLUGINS.iterdir(), *FIXTURE_PLUGINS.iterdir()]:
-        if (folder / "plugin.yaml").is_file():
-            (plugins / folder.name).symlink_to(folder)
     port = free_port()
-    env = {
-        **os.environ,
-        "RAY_RUNTIME_API_KEYS_CACHE_S": "0",
-        "RAY_RUNTIME_API_LOG_HEARTBEAT_S": "0.5",
-        "RAY_RUNTIME_API_MAX_BODY_BYTES": str(4 * 2**20),
-        "RAY_RUNTIME_API_AUDIT_LOG": str(Path(ray_cluster["root"]) / "audit.jsonl"),
-    }
+    command = [sys.executable, "-m", "ray_runtime", "api", "--port", str(port), "--address", address, *args]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ray_runtime",
-            "api",
-            "--port",
-            str(port),
-            "--address",
-            ray_cluster["address"],
-            "--plugins-dir",
-            str(plugins),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -208,7 +185,26 @@ def facade(ray_cluster, serve_url, api_keys, tmp_path_factory) -> Iterator[Facad
         except httpx.TransportError:
             return False
 
-    wait_until(ready, 120, interval_s=0.2, what="the façade to be ready")
-    yield Facade(url, api_keys, process.pid)
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        wait_until(ready, 120, interval_s=0.2, what="the façade to be ready")
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def facade(ray_cluster, serve_url, api_keys, tmp_path_factory) -> Iterator[Facade]:
+    """The façade as its own process (`ray-runtime api`), with the example and fixture plugins."""
+    plugins = tmp_path_factory.mktemp("facade-plugins")
+    for folder in [*PLUGINS.iterdir(), *FIXTURE_PLUGINS.iterdir()]:
+        if (folder / "plugin.yaml").is_file():
+            (plugins / folder.name).symlink_to(folder)
+    env = {
+        "RAY_RUNTIME_API_KEYS_CACHE_S": "0",
+        "RAY_RUNTIME_API_LOG_HEARTBEAT_S": "0.5",
+        "RAY_RUNTIME_API_MAX_BODY_BYTES": str(4 * 2**20),
+        "RAY_RUNTIME_API_AUDIT_LOG": str(Path(ray_cluster["root"]) / "audit.jsonl"),
+    }
+    with running_facade(ray_cluster["address"], "--plugins-dir", str(plugins), env=env) as (url, pid):
+        yield Facade(url, api_keys, pid)

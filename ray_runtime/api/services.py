@@ -27,7 +27,7 @@ from ray_runtime.config import CoordinatorSettings
 from ray_runtime.keys import Caller, KeyStore
 from ray_runtime.sessions.model_calls import ANNOUNCE_EVERY_S, FACADES
 
-__all__ = ["Services"]
+__all__ = ["Services", "misplaced_state"]
 
 logger = logging.getLogger("ray_runtime.api")
 T = TypeVar("T")
@@ -79,6 +79,9 @@ class Services:
             running_job_ttl_s=self.settings.running_job_cache_s,
         )
         self.coordinator = await aconnect(name=self.settings.coordinator_name)
+        problem = misplaced_state((await self.coordinator.info())["journal"], self.settings.coordinator_name)
+        if problem is not None:
+            raise RuntimeError(problem)
         self.keys = KeyStore(self.coordinator.kv, self.settings.keys_cache_s)
         self.limiter = TenantLimiter(self.coordinator.kv, ttl_s=self.settings.keys_cache_s)
         self.auth = Authenticator(self.keys)
@@ -170,3 +173,23 @@ class Services:
             finished = cached is not None and cached.status != "running"
             (self._finished_runs if finished else self._running_runs)[key] = cached  # None too: no run (yet)
         return cached
+
+
+def misplaced_state(coordinator_journal: str, coordinator: str) -> str | None:
+    """What is wrong, if anything, with where this process would keep rollout events and the audit log, given
+    where the coordinator keeps its state (its ``info()["journal"]``). A coordinator in PostgreSQL beside a
+    façade without its URL (or with another) would leave them in files on the façade's node, so losing that node
+    would lose them: the façade refuses to start."""
+    from ray_runtime.coordinator.postgres import URL_VARIABLE, is_postgres_url, journal_location
+
+    if not is_postgres_url(coordinator_journal):
+        return None
+    url = CoordinatorSettings().journal_url
+    ours = "none" if url is None else journal_location(url, coordinator)
+    if ours == coordinator_journal:
+        return None
+    return (
+        f"coordinator {coordinator!r} keeps its state in PostgreSQL ({coordinator_journal}) and this façade's "
+        f"{URL_VARIABLE} is {ours}: start the façade with the coordinator's {URL_VARIABLE}, so rollout events and "
+        "the audit log are kept there too"
+    )

@@ -44,6 +44,7 @@ def api(
     import uvicorn
 
     from ray_runtime.api import ApiSettings, create_app
+    from ray_runtime.api.services import misplaced_state
     from ray_runtime.coordinator import connect
     from ray_runtime.errors import InvalidArgumentError
     from ray_runtime.keys import KEYS_NAMESPACE
@@ -58,7 +59,11 @@ def api(
         public_url=public_url or _reachable_url(host, port),
     )
     connect_ray(address)
-    keys = connect(name=coordinator).kv.items(KEYS_NAMESPACE)
+    coord = connect(name=coordinator)
+    problem = misplaced_state(coord.info()["journal"], coordinator)
+    if problem is not None:
+        raise InvalidArgumentError("RAY_RUNTIME_JOURNAL_URL", problem)
+    keys = coord.kv.items(KEYS_NAMESPACE)
     if not any(record.get("revoked_at") is None for record in keys.values()) and not settings.loopback():
         raise InvalidArgumentError(
             "host",

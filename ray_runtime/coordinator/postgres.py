@@ -62,6 +62,7 @@ __all__ = [
     "PostgresSnapshotStore",
     "compress_quickly",
     "is_postgres_url",
+    "journal_location",
     "redact",
     "schema_name",
 ]
@@ -114,6 +115,12 @@ def compress_quickly(cursor: psycopg.Cursor, table: str, column: str) -> None:
 def schema_name(coordinator: str) -> str:
     """The schema a coordinator keeps its state in (several coordinators may share one database)."""
     return "rr_" + re.sub(r"[^a-z0-9_]", "_", coordinator.lower())[:50]
+
+
+def journal_location(url: str, coordinator: str) -> str:
+    """Where a coordinator's PostgreSQL journal is, fit to show (its ``info()["journal"]``): the redacted URL and
+    the schema."""
+    return f"{redact(url)} (schema {schema_name(coordinator)})"
 
 
 def _column_type(annotation: str) -> str:
@@ -234,7 +241,7 @@ class PostgresJournal(Journal):
         self.url = url
         self.name = name
         self.schema = schema_name(name)
-        self.location = f"{redact(url)} (schema {self.schema})"
+        self.location = journal_location(url, name)
         self.capabilities = JournalCapabilities(durable=True, survives_power_loss=True)
         self.db = Database(url, self.schema, synchronous_commit="on", retry_for_s=retry_for_s)
         self.fenced: str | None = None

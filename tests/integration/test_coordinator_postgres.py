@@ -4,6 +4,9 @@ writes; the URL's password shows nowhere."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -108,3 +111,63 @@ def _dead(coord) -> bool:
 
     state = get_actor(coord.actor._actor_id.hex())
     return state is not None and state.state == "DEAD"
+
+
+def test_a_facade_keeps_rollout_events_and_its_audit_where_its_postgres_coordinator_keeps_its_state(
+    ray_cluster, postgres_server, postgres_url, tmp_path
+):
+    import httpx
+    import psycopg
+
+    from ray_runtime.coordinator.postgres import URL_VARIABLE, schema_name
+    from ray_runtime.keys import KEYS_NAMESPACE, new_key
+    from ray_runtime.models.api import Scope
+
+    from ..conftest import running_facade
+
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    coord = rr.connect(name=name, journal_url=postgres_url, **SESSION_SETTINGS)
+    key, record = new_key("pg-tenant", Scope.ADMIN, "pg")
+    coord.kv.put(KEYS_NAMESPACE, record.key_id, record.model_dump(mode="json"))
+    command = [sys.executable, "-m", "ray_runtime", "api", "--address", ray_cluster["address"], "--coordinator", name]
+
+    # Without the coordinator's URL it would keep them in files on its own node: it refuses, saying what to give it.
+    assert URL_VARIABLE not in os.environ
+    refused = subprocess.run(
+        [*command, "--port", "1"],
+        env={**os.environ, "RAY_RUNTIME_STORAGE": str(tmp_path / "a")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and URL_VARIABLE in refused.stderr and "PostgreSQL" in refused.stderr
+    assert postgres_server.password not in refused.stderr + refused.stdout and "Traceback" not in refused.stderr
+
+    env = {URL_VARIABLE: postgres_url, "RAY_RUNTIME_STORAGE": str(tmp_path / "a")}
+    auth = {"Authorization": f"Bearer {key}"}
+    with (
+        running_facade(ray_cluster["address"], "--coordinator", name, env=env) as (url, _),
+        httpx.Client(base_url=f"{url}/agl", headers=auth, timeout=60) as client,
+    ):
+        client.post("/api/rollouts", json=[{"rollout_id": "r1", "input": 1}]).raise_for_status()
+        running = {"status": {"state": "running", "last_attempt_id": "a"}}
+        client.patch("/api/rollouts/r1", json=running).raise_for_status()
+        for value in range(3):
+            event = {"event_type": "reward", "data": {"value": value}}
+            client.post("/api/rollouts/r1/attempt/a/events", json=event).raise_for_status()
+
+    kill_and_replay(coord)  # the coordinator starts again from PostgreSQL; the next façade is on another node's disk
+    env["RAY_RUNTIME_STORAGE"] = str(tmp_path / "b")
+    with (
+        running_facade(ray_cluster["address"], "--coordinator", name, env=env) as (url, _),
+        httpx.Client(base_url=f"{url}/agl", headers=auth, timeout=60) as client,
+    ):
+        events = client.get("/api/rollouts/r1/events").json()
+    assert [event["data"]["value"] for event in events] == [0, 1, 2]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []  # no event store, no audit file
+    with psycopg.connect(postgres_url) as connection:
+        audited = connection.execute(
+            f"SELECT count(*) FROM {schema_name(name)}.audit WHERE entry::text LIKE %s", ("%/agl/api/rollouts%",)
+        ).fetchone()[0]
+    assert audited >= 5  # the creation, the PATCH and the three events
+    ray.kill(coord.actor, no_restart=True)
