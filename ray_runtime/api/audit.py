@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,22 +28,36 @@ class AuditLog:
     """Records audit entries through a sink (a file, or PostgreSQL); build one with :meth:`file` or
     :meth:`postgres`."""
 
-    def __init__(self, sink: Callable[[float, str], None], location: str) -> None:
+    def __init__(
+        self, sink: Callable[[float, str], None], location: str, close: Callable[[], None] = lambda: None
+    ) -> None:
         self._sink = sink
         self.location = location
+        self.close = close
 
     @classmethod
     def file(cls, path: Path) -> AuditLog:
-        """Entries appended to a JSON-lines file (one writer lock per process)."""
+        """Entries appended to a JSON-lines file (one writer lock per process). The file stays open, each entry
+        written through at once; moved or removed (rotated), it is opened again by its name."""
         path = path.expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = threading.Lock()
+        file: list[Any] = []
 
         def append(at: float, line: str) -> None:
-            with lock, path.open("a") as file:
-                file.write(line + "\n")
+            with lock:
+                if not file or _replaced(path, file[0]):
+                    if file:
+                        file.pop().close()
+                    file.append(path.open("a", buffering=1))
+                file[0].write(line + "\n")
 
-        return cls(append, str(path))
+        def close() -> None:
+            with lock:
+                if file:
+                    file.pop().close()
+
+        return cls(append, str(path), close)
 
     @classmethod
     def postgres(cls, url: str, coordinator: str) -> AuditLog:
@@ -84,3 +99,11 @@ class AuditLog:
             **extra,
         }
         self._sink(at, json.dumps(entry, separators=(",", ":")))
+
+
+def _replaced(path: Path, file: Any) -> bool:
+    """Whether ``path`` no longer names the open ``file`` (it was moved or removed)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(file.fileno()).st_ino
+    except FileNotFoundError:
+        return True

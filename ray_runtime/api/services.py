@@ -136,6 +136,8 @@ class Services:
         self._background.shutdown(wait=True)  # writes in flight finish before the store closes
         if self.agl_events is not None:
             self.agl_events.close()
+        if self.audit is not None:
+            self.audit.close()
 
     async def in_background(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on a thread below this process's CPU priority: bulk work (rollout events of megabytes,
