@@ -75,7 +75,7 @@ def shoot(page, name: str, tmp_path: Path) -> None:
 
 def test_a_wrong_key_is_refused_and_the_key_never_reaches_a_url(open_console, facade):
     page = open_console(key=None)
-    assert page.is_visible("#login")
+    page.wait_for_selector("#login", state="visible")  # the script opens the dialog once it finds no key
     page.fill("#key", "rrk_notakey_notasecret")
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("#login-problem:has-text('not accepted')")
